@@ -1,0 +1,180 @@
+"""Entry points of the workflow's jobs.
+
+Each function takes the ``snakemake`` object that Snakemake passes to a rule's
+script, sends logging and standard error to the rule's log file, and calls the
+package function that does the work. Keeping them here, rather than in the
+scripts, lets the tests call them directly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+_LOGGER = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def logging_to(log_path: str | Path | None) -> Iterator[None]:
+    """Send log records, warnings and standard error (tqdm's progress) to ``log_path``."""
+    if log_path is None:
+        yield
+        return
+
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w", encoding="utf-8", buffering=1) as stream:
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root = logging.getLogger()
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+        logging.captureWarnings(True)
+        previous_stderr = sys.stderr
+        sys.stderr = stream
+        try:
+            yield
+        except Exception:
+            _LOGGER.exception("job failed")
+            raise
+        finally:
+            sys.stderr = previous_stderr
+            root.removeHandler(handler)
+
+
+def _log_file(snakemake: Any) -> str | None:
+    return snakemake.log[0] if len(snakemake.log) else None
+
+
+def download_weights(snakemake: Any) -> None:
+    from imagebench.checkpoints.fetch import fetch_weights
+    from imagebench.io import write_json_atomic
+
+    with logging_to(_log_file(snakemake)):
+        provenance = fetch_weights(
+            model=snakemake.wildcards.model,
+            source=dict(snakemake.params.source),
+            destination=Path(snakemake.output.weights),
+            lock_file=Path(snakemake.params.lock_file),
+        )
+        write_json_atomic(snakemake.output.provenance, provenance)
+
+
+def convert_checkpoint(snakemake: Any) -> None:
+    import json
+
+    from imagebench.checkpoints.convert import convert_checkpoint as convert
+
+    with logging_to(_log_file(snakemake)):
+        convert(
+            model=snakemake.wildcards.model,
+            raw_path=Path(snakemake.input.weights),
+            architecture=snakemake.params.architecture,
+            weights_format=snakemake.params.weights_format,
+            output=Path(snakemake.output.checkpoint),
+            provenance=json.loads(Path(snakemake.input.provenance).read_text()),
+            provenance_output=Path(snakemake.output.provenance),
+        )
+
+
+def fetch_dataset(snakemake: Any) -> None:
+    from imagebench.datasets.git_source import fetch_git_dataset
+
+    with logging_to(_log_file(snakemake)):
+        fetch_git_dataset(
+            url=snakemake.params.url,
+            commit=snakemake.params.commit,
+            destination=Path(snakemake.output.root),
+        )
+
+
+def build_manifest(snakemake: Any) -> None:
+    from imagebench.datasets.manifest import build_manifest as build
+    from imagebench.datasets.manifest import class_mask_for, write_manifest
+
+    params = snakemake.params
+    with logging_to(_log_file(snakemake)):
+        frame = build(
+            root=Path(params.root),
+            layout=params.layout,
+            num_shards=params.shards,
+            label_file=_optional_path(params.label_file),
+            class_map_file=_optional_path(params.class_map_file),
+            real_labels_file=_optional_path(params.real_labels_file),
+            expect=params.expect,
+        )
+        write_manifest(
+            frame,
+            Path(snakemake.output.manifest),
+            layout=params.layout,
+            num_shards=params.shards,
+            class_mask=class_mask_for(frame, params.layout),
+        )
+
+
+def evaluate_shard(snakemake: Any) -> None:
+    import json
+
+    from imagebench.checkpoints.load import load_model
+    from imagebench.evaluate import EvaluationSettings
+    from imagebench.evaluate import evaluate_shard as evaluate
+
+    params = snakemake.params
+    with logging_to(_log_file(snakemake)):
+        provenance = json.loads(Path(snakemake.input.provenance).read_text())
+        model = load_model(
+            checkpoint=Path(snakemake.input.checkpoint),
+            architecture=params.architecture,
+            pretrained_cfg=params.pretrained_cfg,
+        )
+        settings = EvaluationSettings.from_config(params.evaluation)
+        settings = EvaluationSettings(**{**settings.__dict__, "threads": snakemake.threads})
+        evaluate(
+            manifest_path=Path(snakemake.input.manifest),
+            dataset_root=Path(params.root),
+            shard=int(snakemake.wildcards.shard),
+            num_shards=int(snakemake.wildcards.shards),
+            dataset=snakemake.wildcards.dataset,
+            model_name=snakemake.wildcards.model,
+            model=model,
+            checkpoint_sha256=provenance["safetensors_sha256"],
+            output=Path(snakemake.output.predictions),
+            settings=settings,
+            preprocessing_overrides=params.preprocessing,
+        )
+
+
+def aggregate(snakemake: Any) -> None:
+    from imagebench.aggregate import build_leaderboard, write_leaderboard
+
+    with logging_to(_log_file(snakemake)):
+        frame = build_leaderboard(
+            predictions=[Path(path) for path in snakemake.input.predictions],
+            manifests=dict(zip(snakemake.params.datasets, map(Path, snakemake.input.manifests))),
+            provenances=dict(zip(snakemake.params.models, map(Path, snakemake.input.provenances))),
+        )
+        write_leaderboard(
+            frame,
+            parquet=Path(snakemake.output.parquet),
+            csv=Path(snakemake.output.csv),
+            markdown=Path(snakemake.output.markdown),
+        )
+
+
+def plot_accuracy(snakemake: Any) -> None:
+    import polars as pl
+
+    from imagebench.figures import FigureSettings, plot_accuracy as plot, save_figure
+
+    with logging_to(_log_file(snakemake)):
+        settings = FigureSettings.from_config(snakemake.params.figures)
+        figure = plot(pl.read_parquet(snakemake.input.leaderboard), settings)
+        save_figure(figure, Path(snakemake.output.png), settings)
+        save_figure(figure, Path(snakemake.output.svg), settings)
+
+
+def _optional_path(value: str | None) -> Path | None:
+    return Path(value) if value else None

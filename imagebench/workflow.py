@@ -1,0 +1,91 @@
+"""Helpers that the Snakemake rules call to turn the config into paths and parameters.
+
+This module is imported when Snakemake parses the workflow, so it must stay
+cheap: it does not import torch, timm or polars.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path("results")
+
+
+def dataset_names(config: dict[str, Any]) -> list[str]:
+    return list(config["datasets"])
+
+
+def model_names(config: dict[str, Any]) -> list[str]:
+    return list(config["models"])
+
+
+def num_shards(config: dict[str, Any], dataset: str) -> int:
+    return int(config["datasets"][dataset].get("shards", 1))
+
+
+def dataset_root(config: dict[str, Any], dataset: str) -> str:
+    """Return the folder that holds ``dataset``'s images.
+
+    Order of precedence: the dataset's own ``root``; for the first dataset,
+    the top-level ``dataset_root`` (set with ``--config dataset_root=PATH``);
+    otherwise the folder that the dataset's ``source`` is fetched into.
+    """
+    entry = config["datasets"][dataset]
+    if entry.get("root"):
+        return str(entry["root"])
+    if dataset == dataset_names(config)[0] and config.get("dataset_root"):
+        return str(config["dataset_root"])
+    return str(fetched_source_path(dataset))
+
+
+def is_fetched(config: dict[str, Any], dataset: str) -> bool:
+    return dataset_root(config, dataset) == str(fetched_source_path(dataset))
+
+
+def fetched_source_path(dataset: str) -> Path:
+    return RESULTS / "datasets" / dataset / "source"
+
+
+def manifest_path(dataset: str) -> Path:
+    return RESULTS / "datasets" / dataset / "manifest.parquet"
+
+
+def checkpoint_path(model: str) -> Path:
+    return RESULTS / "checkpoints" / f"{model}.safetensors"
+
+
+def provenance_path(model: str) -> Path:
+    return RESULTS / "checkpoints" / f"{model}.json"
+
+
+def shard_paths(config: dict[str, Any], dataset: str, model: str) -> list[Path]:
+    shards = num_shards(config, dataset)
+    return [
+        RESULTS / "predictions" / dataset / model / f"shard-{shard}-of-{shards}.parquet" for shard in range(shards)
+    ]
+
+
+def all_prediction_paths(config: dict[str, Any]) -> list[Path]:
+    return [
+        path
+        for dataset in dataset_names(config)
+        for model in model_names(config)
+        for path in shard_paths(config, dataset, model)
+    ]
+
+
+def evaluation_gpus(config: dict[str, Any]) -> int:
+    """Return 1 when evaluation jobs will use a GPU, for the ``gpu`` resource.
+
+    'auto' is decided on the machine that builds the DAG by the presence of an
+    NVIDIA driver, without importing torch. On a cluster whose head node has no
+    GPU, set ``evaluation.device: cuda`` so that jobs request one.
+    """
+    device = config["evaluation"]["device"]
+    if device.startswith("cuda"):
+        return 1
+    if device == "auto":
+        gpus = Path("/proc/driver/nvidia/gpus")
+        return int(gpus.is_dir() and any(gpus.iterdir()))
+    return 0

@@ -1,0 +1,64 @@
+"""A real Snakemake run of a small config: outputs, no-op reruns and targeted reruns."""
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from workflow_runner import planned_jobs, small_config, snakemake, write_config
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path) -> Path:
+    workdir = tmp_path_factory.mktemp("workflow")
+    images = workdir / "images"
+    images.mkdir()
+    for source in sorted(sample_dir.iterdir())[::50]:
+        (images / source.name).symlink_to(source)
+    write_config(workdir, small_config(images, shards=2))
+    snakemake(workdir, "--cores", "2")
+    return workdir
+
+
+def test_run_writes_leaderboard_and_figures(finished_run: Path):
+    results = finished_run / "results"
+    for name in ("leaderboard.parquet", "leaderboard.csv", "leaderboard.md", "figures/accuracy.png", "figures/accuracy.svg"):
+        assert (results / name).stat().st_size > 0, name
+
+    leaderboard = pl.read_parquet(results / "leaderboard.parquet")
+    assert leaderboard.height == 1
+    row = leaderboard.row(0, named=True)
+    assert row["images"] == 10
+    assert row["failed_images"] == 0
+    assert row["top1_low"] <= row["top1"] <= row["top1_high"]
+    assert row["checkpoint_sha256"]
+    assert row["source_sha256"] == "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
+
+
+def test_second_run_has_nothing_to_do(finished_run: Path):
+    assert planned_jobs(finished_run) == {}
+
+
+def test_deleted_shard_reruns_only_dependents(finished_run: Path):
+    (finished_run / "results/predictions/sample/efficientnet_lite0/shard-1-of-2.parquet").unlink()
+    assert planned_jobs(finished_run) == {"evaluate_shard": 1, "aggregate": 1, "plot_accuracy": 1, "all": 1}
+    snakemake(finished_run, "--cores", "2")
+    assert planned_jobs(finished_run) == {}
+
+
+def test_figure_setting_reruns_only_figures(finished_run: Path):
+    config_path = finished_run / "config.yaml"
+    original = config_path.read_text()
+    config_path.write_text(original.replace("human_top5: 94.9", "human_top5: 95.0"))
+    try:
+        assert planned_jobs(finished_run) == {"plot_accuracy": 1, "all": 1}
+    finally:
+        config_path.write_text(original)
+
+
+def test_report_builds(finished_run: Path):
+    snakemake(finished_run, "--report", "results/report.html")
+    html = (finished_run / "results/report.html").read_text(errors="replace")
+    assert "accuracy.png" in html

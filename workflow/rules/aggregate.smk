@@ -1,0 +1,24 @@
+# Aggregation: top-1 and top-5 with 95% intervals per (dataset, model).
+
+
+rule aggregate:
+    input:
+        predictions=ib.all_prediction_paths(config),
+        manifests=[ib.manifest_path(dataset) for dataset in ib.dataset_names(config)],
+        provenances=[ib.provenance_path(model) for model in ib.model_names(config)],
+    output:
+        parquet="results/leaderboard.parquet",
+        csv=report(
+            "results/leaderboard.csv",
+            caption="../report/leaderboard.rst",
+            category="Leaderboard",
+        ),
+        markdown="results/leaderboard.md",
+    log:
+        "results/logs/aggregate.log",
+    params:
+        datasets=ib.dataset_names(config),
+        models=ib.model_names(config),
+    localrule: True
+    script:
+        "../scripts/aggregate.py"

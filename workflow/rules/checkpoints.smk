@@ -1,0 +1,34 @@
+# Checkpoints: download the weights a model entry names, verify their sha256,
+# and convert them once to safetensors in timm's key format.
+
+
+rule download_weights:
+    output:
+        weights="results/downloads/{model}.weights",
+        provenance="results/downloads/{model}.json",
+    log:
+        "results/logs/download_weights/{model}.log",
+    params:
+        source=lambda wildcards: get_model(wildcards)["weights"],
+        lock_file=config["lock_file"],
+    localrule: True
+    retries: 2
+    script:
+        "../scripts/download_weights.py"
+
+
+rule convert_checkpoint:
+    input:
+        weights="results/downloads/{model}.weights",
+        provenance="results/downloads/{model}.json",
+    output:
+        checkpoint="results/checkpoints/{model}.safetensors",
+        provenance="results/checkpoints/{model}.json",
+    log:
+        "results/logs/convert_checkpoint/{model}.log",
+    params:
+        architecture=lambda wildcards: get_model(wildcards)["architecture"],
+        weights_format=lambda wildcards: get_model(wildcards)["weights"].get("format", "timm"),
+    localrule: True
+    script:
+        "../scripts/convert_checkpoint.py"

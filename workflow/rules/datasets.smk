@@ -1,0 +1,35 @@
+# Datasets: fetch a pinned source when no root is given, then list every image
+# with its synset, its label in timm's ImageNet class order, and its shard.
+
+
+rule fetch_dataset:
+    output:
+        root=directory("results/datasets/{dataset}/source"),
+    log:
+        "results/logs/fetch_dataset/{dataset}.log",
+    params:
+        url=lambda wildcards: config["datasets"][wildcards.dataset]["source"]["git"],
+        commit=lambda wildcards: config["datasets"][wildcards.dataset]["source"]["commit"],
+    localrule: True
+    script:
+        "../scripts/fetch_dataset.py"
+
+
+rule build_manifest:
+    input:
+        unpack(get_dataset_input),
+    output:
+        manifest="results/datasets/{dataset}/manifest.parquet",
+    log:
+        "results/logs/build_manifest/{dataset}.log",
+    params:
+        root=lambda wildcards: ib.dataset_root(config, wildcards.dataset),
+        layout=lambda wildcards: config["datasets"][wildcards.dataset]["layout"],
+        shards=lambda wildcards: ib.num_shards(config, wildcards.dataset),
+        label_file=lambda wildcards: config["datasets"][wildcards.dataset].get("label_file"),
+        class_map_file=lambda wildcards: config["datasets"][wildcards.dataset].get("class_map_file"),
+        real_labels_file=lambda wildcards: config["datasets"][wildcards.dataset].get("real_labels_file"),
+        expect=lambda wildcards: config["datasets"][wildcards.dataset].get("expect"),
+    localrule: True
+    script:
+        "../scripts/build_manifest.py"

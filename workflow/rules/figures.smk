@@ -1,0 +1,21 @@
+# Figures: drawn from the leaderboard only, so that a figure setting never
+# reruns an evaluation.
+
+
+rule plot_accuracy:
+    input:
+        leaderboard="results/leaderboard.parquet",
+    output:
+        png=report(
+            "results/figures/accuracy.png",
+            caption="../report/accuracy.rst",
+            category="Accuracy",
+        ),
+        svg="results/figures/accuracy.svg",
+    log:
+        "results/logs/plot_accuracy.log",
+    params:
+        figures=config["figures"],
+    localrule: True
+    script:
+        "../scripts/plot_accuracy.py"
