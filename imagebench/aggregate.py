@@ -18,9 +18,9 @@ from imagebench.stats import wilson_interval
 _LOGGER = logging.getLogger(__name__)
 
 LEADERBOARD_COLUMNS = [
-    "dataset", "model", "architecture", "images", "failed_images",
+    "dataset", "model", "base_model", "architecture", "images", "failed_images",
     "top1", "top1_low", "top1_high", "top5", "top5_low", "top5_high",
-    "param_count", "img_size", "crop_pct", "crop_mode", "interpolation", "mean", "std", "preprocessing",
+    "param_count", "img_size", "pretrained_img_size", "crop_pct", "crop_mode", "interpolation", "mean", "std", "preprocessing",
     "checkpoint_sha256", "source_sha256", "device", "torch", "timm",
 ]
 
@@ -150,6 +150,7 @@ def _leaderboard_row(counts: dict[str, Any], details: dict[str, Any]) -> dict[st
     return {
         "dataset": counts["dataset"],
         "model": counts["model"],
+        "base_model": provenance.get("model"),
         "architecture": provenance.get("architecture"),
         "images": images,
         "failed_images": counts["failed_images"],
@@ -161,6 +162,7 @@ def _leaderboard_row(counts: dict[str, Any], details: dict[str, Any]) -> dict[st
         "top5_high": _percent(top5_high),
         "param_count": provenance.get("param_count"),
         "img_size": preprocessing["img_size"],
+        "pretrained_img_size": details["pretrained_preprocessing"]["img_size"],
         "crop_pct": preprocessing["crop_pct"],
         "crop_mode": preprocessing["crop_mode"],
         "interpolation": preprocessing["interpolation"],

@@ -140,6 +140,7 @@ def evaluate_shard(
         "num_shards": num_shards,
         "checkpoint_sha256": checkpoint_sha256,
         "preprocessing": describe_preprocessing(data_config),
+        "pretrained_preprocessing": describe_preprocessing(resolve_preprocessing(model)),
         "evaluation": {
             "device_type": device.type,
             "batch_size": settings.batch_size,

@@ -19,7 +19,9 @@ from plotnine import (  # noqa: E402
     facet_wrap,
     geom_errorbar,
     geom_hline,
+    geom_line,
     geom_point,
+    geom_vline,
     geom_text,
     ggplot,
     labs,
@@ -84,6 +86,41 @@ def plot_accuracy(leaderboard: pl.DataFrame, settings: FigureSettings) -> ggplot
         + labs(x="", y="accuracy (%) with 95% Wilson interval", colour="dataset")
         + theme_bw()
         + theme(legend_position="bottom", axis_text_y=element_text(size=8))
+    )
+
+
+def resolution_sweep_data(leaderboard: pl.DataFrame, model: str) -> pl.DataFrame:
+    """Return the rows of ``model``'s test-resolution sweep, in long format, sorted by resolution."""
+    rows = leaderboard.filter(pl.col("base_model") == model)
+    if rows.is_empty():
+        raise ValueError(f"the leaderboard has no rows for model {model!r}; was it evaluated?")
+    long = accuracy_long(rows).join(
+        rows.select("dataset", "model", "img_size", "crop_pct", "pretrained_img_size"), on=["dataset", "model"]
+    )
+    return long.with_columns(pl.format("crop_pct {}", pl.col("crop_pct")).alias("crop")).sort("img_size")
+
+
+def plot_resolution_sweep(leaderboard: pl.DataFrame, model: str, settings: FigureSettings) -> ggplot:
+    """Top-1 and top-5 of one model against test resolution; the dotted line marks the pretrained resolution."""
+    data = resolution_sweep_data(leaderboard, model)
+    pretrained = data.select("metric", pl.col("pretrained_img_size").alias("img_size")).unique().to_pandas()
+
+    return (
+        ggplot(data.to_pandas(), aes(x="img_size", y="accuracy", colour="crop", shape="dataset"))
+        + geom_vline(pretrained, aes(xintercept="img_size"), linetype="dotted", colour="grey")
+        + geom_errorbar(aes(ymin="low", ymax="high"), width=4, alpha=0.6)
+        + geom_line(aes(group="interaction(dataset, crop)"))
+        + geom_point(size=2.2)
+        + facet_wrap("~metric", scales="free_y")
+        + labs(
+            x="test resolution (px); dotted: pretrained config's resolution",
+            y="accuracy (%) with 95% Wilson interval",
+            title=f"{model}: accuracy against test resolution",
+            colour="",
+            shape="dataset",
+        )
+        + theme_bw()
+        + theme(legend_position="bottom")
     )
 
 

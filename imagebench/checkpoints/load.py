@@ -1,0 +1,81 @@
+"""Loading of converted checkpoints into timm models, and of their provenance records."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from imagebench.errors import CheckpointError
+
+
+def load_model(*, checkpoint: Path, architecture: str, pretrained_cfg: str | None = None) -> torch.nn.Module:
+    """Build ``architecture`` with timm, load the safetensors ``checkpoint`` strictly and switch to eval mode.
+
+    ``pretrained_cfg`` is a timm pretrained tag of the same architecture, such as
+    ``tf_efficientnet_lite0.in1k``. The model is built from that tag, without downloading
+    anything, so that ``model.pretrained_cfg`` and ``timm.data.resolve_data_config(model=model)``
+    give the tag's preprocessing.
+    """
+    name = _model_name(architecture=architecture, pretrained_cfg=pretrained_cfg)
+    try:
+        model = timm.create_model(name, pretrained=False)
+    except RuntimeError as error:
+        raise CheckpointError(
+            f"timm cannot build {name!r}: {error}. Fix the architecture: or pretrained_cfg: value."
+        ) from error
+
+    try:
+        state_dict = load_file(Path(checkpoint), device="cpu")
+    except (OSError, SafetensorError) as error:
+        raise CheckpointError(
+            f"checkpoint {checkpoint} cannot be read as safetensors: {error}. Run the conversion step again."
+        ) from error
+
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as error:
+        # torch lists the missing and unexpected keys over several lines; one line reads better in a log.
+        detail = " ".join(str(error).split()).rstrip(". ")
+        raise CheckpointError(
+            f"checkpoint {checkpoint} does not fit timm's {name}: {detail}. Convert it again for this architecture."
+        ) from error
+    return model.eval()
+
+
+def read_provenance(path: Path) -> dict[str, Any]:
+    """Return the provenance record that ``convert_checkpoint`` wrote to ``path``."""
+    try:
+        record = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as error:
+        raise CheckpointError(
+            f"provenance file {path} cannot be read: {error}. Run the conversion step again."
+        ) from error
+    except json.JSONDecodeError as error:
+        raise CheckpointError(
+            f"provenance file {path} is not valid JSON: {error}. Run the conversion step again."
+        ) from error
+    if not isinstance(record, dict):
+        raise CheckpointError(
+            f"provenance file {path} contains a {type(record).__name__}, not a JSON object. "
+            "Run the conversion step again."
+        )
+    return record
+
+
+def _model_name(*, architecture: str, pretrained_cfg: str | None) -> str:
+    if pretrained_cfg is None:
+        return architecture
+
+    tag_architecture = timm.models.split_model_name_tag(pretrained_cfg)[0]
+    if tag_architecture != timm.models.split_model_name_tag(architecture)[0]:
+        raise CheckpointError(
+            f"pretrained_cfg {pretrained_cfg!r} belongs to architecture {tag_architecture!r}, not {architecture!r}. "
+            "Use a tag of the same architecture."
+        )
+    return pretrained_cfg
