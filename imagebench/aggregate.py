@@ -20,9 +20,25 @@ _LOGGER = logging.getLogger(__name__)
 LEADERBOARD_COLUMNS = [
     "dataset", "model", "base_model", "architecture", "images", "failed_images",
     "top1", "top1_low", "top1_high", "top5", "top5_low", "top5_high",
+    "real_top1", "real_top1_low", "real_top1_high", "real_images", "valid", "invalid_reason",
     "param_count", "img_size", "pretrained_img_size", "crop_pct", "crop_mode", "interpolation", "mean", "std", "preprocessing",
     "checkpoint_sha256", "source_sha256", "device", "torch", "timm",
 ]
+
+
+# A model scoring below this multiple of chance-level top-1 on at least
+# MIN_IMAGES_FOR_CHANCE_CHECK images is far more likely to be fed wrong labels
+# (a label-order mistake) than to be a trained ImageNet classifier: even weak
+# ImageNet models reach tens of percent top-1.
+CHANCE_MULTIPLE = 10
+MIN_IMAGES_FOR_CHANCE_CHECK = 50
+
+LABEL_ORDER_CAUSES = (
+    "labels read in folder sort order instead of timm's ImageNet class order; "
+    "devkit class ids used as class indices (or shifted by one); "
+    "ImageNetV2 folders sorted as strings; "
+    "a checkpoint whose classifier uses another class order or another preprocessing (channel order, mean/std)"
+)
 
 
 class IncompletePredictionsError(ImagebenchError):
@@ -68,8 +84,8 @@ def leaderboard_markdown(frame: pl.DataFrame) -> str:
         "model",
         pl.col("images"),
         pl.col("failed_images").alias("failed"),
-        _interval_text("top1").alias("top-1 % (95% CI)"),
-        _interval_text("top5").alias("top-5 % (95% CI)"),
+        _unless_invalid(_interval_text("top1")).alias("top-1 % (95% CI)"),
+        _unless_invalid(_interval_text("top5")).alias("top-5 % (95% CI)"),
         (pl.col("param_count") / 1e6).round(2).alias("params (M)"),
         pl.col("img_size"),
         pl.col("crop_pct"),
@@ -80,7 +96,16 @@ def leaderboard_markdown(frame: pl.DataFrame) -> str:
         tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=200, tbl_width_chars=1000,
     ):
         table = str(shown)
-    return "# Leaderboard\n\n" + table + "\n"
+    notes = [
+        f"- {row['dataset']} / {row['model']}: {row['invalid_reason']}"
+        for row in frame.filter(~pl.col("valid")).iter_rows(named=True)
+    ]
+    invalid = "\n\nInvalid rows, not published:\n\n" + "\n".join(notes) if notes else ""
+    return "# Leaderboard\n\n" + table + invalid + "\n"
+
+
+def _unless_invalid(text: pl.Expr) -> pl.Expr:
+    return pl.when(pl.col("valid")).then(text).otherwise(pl.lit("invalid, see below"))
 
 
 def _interval_text(metric: str) -> pl.Expr:
@@ -93,18 +118,37 @@ def _interval_text(metric: str) -> pl.Expr:
 
 
 def _count_correct(predictions: Sequence[Path]) -> pl.DataFrame:
-    scan = pl.scan_parquet([str(path) for path in predictions])
-    return (
-        scan.group_by("dataset", "model")
-        .agg(
-            pl.len().alias("images"),
-            (pl.col("status") != "ok").sum().alias("failed_images"),
-            pl.col("correct_top1").sum().alias("top1_correct"),
-            pl.col("correct_top5").sum().alias("top5_correct"),
-        )
-        .sort("dataset", "model")
-        .collect()
-    )
+    """Count images and correct predictions per (dataset, model), one lazy scan per dataset.
+
+    Datasets are scanned separately because only some carry ImageNet-ReaL
+    labels, so their files have different schemas.
+    """
+    by_dataset: dict[str, list[str]] = {}
+    for path in predictions:
+        by_dataset.setdefault(Path(path).parent.parent.name, []).append(str(path))
+
+    counts = [_count_dataset(pl.scan_parquet(paths)) for paths in by_dataset.values()]
+    return pl.concat(counts, how="diagonal_relaxed").sort("dataset", "model")
+
+
+def _count_dataset(scan: pl.LazyFrame) -> pl.DataFrame:
+    aggregations = [
+        pl.len().alias("images"),
+        (pl.col("status") != "ok").sum().alias("failed_images"),
+        pl.col("correct_top1").sum().alias("top1_correct"),
+        pl.col("correct_top5").sum().alias("top5_correct"),
+    ]
+    if "real_labels" in scan.collect_schema().names():
+        # ImageNet-ReaL: a top-1 prediction is right when it is one of the
+        # image's labels; images with an empty label list are left out of both
+        # the numerator and the denominator, and failed images count as wrong.
+        has_labels = pl.col("real_labels").list.len() > 0
+        top1_in_labels = pl.col("real_labels").list.contains(pl.col("top5_indices").list.first())
+        aggregations += [
+            has_labels.sum().alias("real_images"),
+            (has_labels & top1_in_labels.fill_null(False)).sum().alias("real_correct"),
+        ]
+    return scan.group_by("dataset", "model").agg(aggregations).collect()
 
 
 def _check_complete(predictions: Sequence[Path], manifests: dict[str, Path]) -> None:
@@ -147,6 +191,10 @@ def _leaderboard_row(counts: dict[str, Any], details: dict[str, Any]) -> dict[st
     preprocessing = details["preprocessing"]
     provenance = details["provenance"]
 
+    top1 = counts["top1_correct"] / images
+    valid, invalid_reason = _check_above_chance(top1, images=images, num_classes=_num_classes(details))
+    real = _real_accuracy(counts)
+
     return {
         "dataset": counts["dataset"],
         "model": counts["model"],
@@ -160,6 +208,9 @@ def _leaderboard_row(counts: dict[str, Any], details: dict[str, Any]) -> dict[st
         "top5": _percent(counts["top5_correct"] / images),
         "top5_low": _percent(top5_low),
         "top5_high": _percent(top5_high),
+        **real,
+        "valid": valid,
+        "invalid_reason": invalid_reason,
         "param_count": provenance.get("param_count"),
         "img_size": preprocessing["img_size"],
         "pretrained_img_size": details["pretrained_preprocessing"]["img_size"],
@@ -174,6 +225,38 @@ def _leaderboard_row(counts: dict[str, Any], details: dict[str, Any]) -> dict[st
         "device": details["run"].get("device_name"),
         "torch": details["versions"]["torch"],
         "timm": details["versions"]["timm"],
+    }
+
+
+def _num_classes(details: dict[str, Any]) -> int:
+    class_mask = details.get("class_mask")
+    return len(class_mask) if class_mask else 1000
+
+
+def _check_above_chance(top1: float, *, images: int, num_classes: int) -> tuple[bool, str | None]:
+    """Flag a top-1 near chance level as a probable label-order error."""
+    chance = 1.0 / num_classes
+    if images < MIN_IMAGES_FOR_CHANCE_CHECK or top1 >= CHANCE_MULTIPLE * chance:
+        return True, None
+    reason = (
+        f"top-1 {100 * top1:.2f}% on {images} images is below {CHANCE_MULTIPLE}x chance "
+        f"({100 * chance:.2f}% for {num_classes} classes): probable label-order error. Likely causes: "
+        f"{LABEL_ORDER_CAUSES}"
+    )
+    _LOGGER.warning(reason)
+    return False, reason
+
+
+def _real_accuracy(counts: dict[str, Any]) -> dict[str, Any]:
+    real_images = counts.get("real_images")
+    if not real_images:
+        return {"real_top1": None, "real_top1_low": None, "real_top1_high": None, "real_images": real_images}
+    low, high = wilson_interval(counts["real_correct"], real_images)
+    return {
+        "real_top1": _percent(counts["real_correct"] / real_images),
+        "real_top1_low": _percent(low),
+        "real_top1_high": _percent(high),
+        "real_images": real_images,
     }
 
 

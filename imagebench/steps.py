@@ -81,14 +81,21 @@ def convert_checkpoint(snakemake: Any) -> None:
 
 
 def fetch_dataset(snakemake: Any) -> None:
+    from imagebench.datasets.archive_source import fetch_archive_dataset
     from imagebench.datasets.git_source import fetch_git_dataset
 
+    source = snakemake.params.source
     with logging_to(_log_file(snakemake)):
-        fetch_git_dataset(
-            url=snakemake.params.url,
-            commit=snakemake.params.commit,
-            destination=Path(snakemake.output.root),
-        )
+        if "git" in source:
+            fetch_git_dataset(url=source["git"], commit=source["commit"], destination=Path(snakemake.output.root))
+        else:
+            fetch_archive_dataset(
+                dataset=snakemake.wildcards.dataset,
+                url=source["url"],
+                sha256=source["sha256"],
+                destination=Path(snakemake.output.root),
+                lock_file=Path(snakemake.params.lock_file),
+            )
 
 
 def build_manifest(snakemake: Any) -> None:
@@ -111,7 +118,7 @@ def build_manifest(snakemake: Any) -> None:
             Path(snakemake.output.manifest),
             layout=params.layout,
             num_shards=params.shards,
-            class_mask=class_mask_for(frame, params.layout),
+            class_mask=class_mask_for(frame, params.layout, class_subset=params.class_subset),
         )
 
 

@@ -36,11 +36,12 @@ def dataset_root(config: dict[str, Any], dataset: str) -> str:
         return str(entry["root"])
     if dataset == dataset_names(config)[0] and config.get("dataset_root"):
         return str(config["dataset_root"])
-    return str(fetched_source_path(dataset))
+    subdir = entry.get("source", {}).get("subdir")
+    return str(fetched_source_path(dataset) / subdir) if subdir else str(fetched_source_path(dataset))
 
 
 def is_fetched(config: dict[str, Any], dataset: str) -> bool:
-    return dataset_root(config, dataset) == str(fetched_source_path(dataset))
+    return dataset_root(config, dataset).startswith(str(fetched_source_path(dataset)))
 
 
 def fetched_source_path(dataset: str) -> Path:

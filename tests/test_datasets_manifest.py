@@ -121,7 +121,7 @@ def test_write_read_class_mask(tmp_path):
     images = pick_images()
     root = make_imagefolder(tmp_path / "data", images)
     frame = build_manifest(root=root, layout="imagefolder", num_shards=2)
-    mask = class_mask_for(frame, "imagefolder")
+    mask = class_mask_for(frame, "imagefolder", class_subset=True)
     path = tmp_path / "manifest.parquet"
 
     write_manifest(frame, path, layout="imagefolder", num_shards=2, class_mask=mask)
@@ -146,24 +146,26 @@ def test_write_read_real_labels(tmp_path):
     assert_frame_equal(read_frame, frame)
 
 
-def test_class_mask_only_for_subset_layouts(tmp_path):
+def test_class_mask_only_when_declared(tmp_path):
     frame = build_manifest(root=make_synset_files(tmp_path / "data", pick_images()), layout="synset-files", num_shards=1)
 
-    assert class_mask_for(frame, "synset-files") is None
-    assert class_mask_for(frame, "ilsvrc-val") is None
-    assert class_mask_for(frame, "imagenetv2") is None
-    assert class_mask_for(frame, "imagefolder") == sorted(frame["label"].unique().to_list())
+    # A partial copy of a full dataset is scored against all 1,000 classes.
+    for layout in ("synset-files", "ilsvrc-val", "imagenetv2", "imagefolder"):
+        assert class_mask_for(frame, layout) is None
+    assert class_mask_for(frame, "imagefolder", class_subset=True) == sorted(frame["label"].unique().to_list())
+    with pytest.raises(DatasetError, match="only imagefolder datasets can be class subsets"):
+        class_mask_for(frame, "synset-files", class_subset=True)
 
 
 def test_class_mask_none_for_all_classes():
     frame = pl.DataFrame({"label": list(range(1000))}, schema={"label": pl.Int32})
 
-    assert class_mask_for(frame, "imagefolder") is None
+    assert class_mask_for(frame, "imagefolder", class_subset=True) is None
 
 
 def test_write_rejects_mask_missing_classes(tmp_path):
     frame = build_manifest(root=make_imagefolder(tmp_path / "data", pick_images()), layout="imagefolder", num_shards=1)
-    mask = class_mask_for(frame, "imagefolder")
+    mask = class_mask_for(frame, "imagefolder", class_subset=True)
 
     with pytest.raises(DatasetError, match="class_mask leaves out 1 classes"):
         write_manifest(frame, tmp_path / "m.parquet", layout="imagefolder", num_shards=1, class_mask=mask[1:])

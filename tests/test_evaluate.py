@@ -129,3 +129,26 @@ def test_channels_last_and_bf16_agree_on_top1(lite0_model, small_sample: Path, t
     )
     agreement = (reference["top5_indices"].list.first() == variant["top5_indices"].list.first()).mean()
     assert agreement >= 0.9
+
+
+def test_class_mask_restricts_predictions(lite0_model, small_sample: Path, tmp_path: Path):
+    manifest = tmp_path / "subset-manifest.parquet"
+    frame = write_synset_manifest(small_sample, manifest, num_shards=1)
+    mask = sorted(frame["label"].to_list())
+    from imagebench.io import write_parquet_atomic
+
+    write_parquet_atomic(
+        frame, manifest, metadata={"num_shards": "1", "class_mask": json.dumps(mask), "layout": "imagefolder"}
+    )
+    output = tmp_path / "subset.parquet"
+    evaluate_shard(
+        manifest_path=manifest, dataset_root=small_sample, shard=0, num_shards=1, dataset="subset",
+        model_name="efficientnet_lite0", model=lite0_model, checkpoint_sha256="0" * 64, output=output,
+        settings=EvaluationSettings(batch_size=8),
+    )
+    predictions = pl.read_parquet(output)
+    predicted = {index for row in predictions["top5_indices"] for index in row}
+    assert predicted <= set(mask)
+    assert read_prediction_metadata(output)["class_mask"] == mask
+    # The true class's log-probability is taken over the 16 classes only, so it is at least log(1/16) on average.
+    assert predictions["true_class_logprob"].mean() > -2.8

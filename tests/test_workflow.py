@@ -62,3 +62,62 @@ def test_report_builds(finished_run: Path):
     snakemake(finished_run, "--report", "results/report.html")
     html = (finished_run / "results/report.html").read_text(errors="replace")
     assert "accuracy.png" in html
+
+
+def _git(*arguments: str, cwd: Path) -> str:
+    import subprocess
+
+    environment = {
+        "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.org",
+        "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.org", "PATH": "/usr/bin:/bin",
+    }
+    result = subprocess.run(["git", *arguments], cwd=cwd, check=True, capture_output=True, text=True, env=environment)
+    return result.stdout.strip()
+
+
+def test_git_source_and_layouts_agree(tmp_path: Path, sample_dir: Path):
+    """The same images, fetched from a pinned git commit and laid out as an ImageFolder, score the same."""
+    import shutil
+
+    from timm.data import ImageNetInfo
+
+    images = sorted(sample_dir.iterdir())[3::60]
+    repository = tmp_path / "sample-repo"
+    repository.mkdir()
+    for image in images:
+        shutil.copy(image, repository / image.name)
+    _git("init", "-q", cwd=repository)
+    _git("add", ".", cwd=repository)
+    _git("commit", "-q", "-m", "sample", cwd=repository)
+    commit = _git("rev-parse", "HEAD", cwd=repository)
+
+    folders = tmp_path / "imagefolder"
+    for image in images:
+        (folders / image.name.split("_", 1)[0]).mkdir(parents=True, exist_ok=True)
+        (folders / image.name.split("_", 1)[0] / image.name).symlink_to(image)
+
+    workdir = tmp_path / "workdir"
+    config = small_config(folders, shards=1)
+    config["datasets"] = {
+        "from-git": {"layout": "synset-files", "source": {"git": str(repository), "commit": commit}, "shards": 2},
+        "as-imagefolder": {"layout": "imagefolder", "root": str(folders), "shards": 1},
+    }
+    write_config(workdir, config)
+    snakemake(workdir, "--cores", "2")
+
+    assert (workdir / "results/datasets/from-git/source" / images[0].name).is_file()
+    leaderboard = pl.read_parquet(workdir / "results/leaderboard.parquet").sort("dataset")
+    assert leaderboard["images"].to_list() == [len(images), len(images)]
+    assert leaderboard["top1"][0] == leaderboard["top1"][1]
+    assert leaderboard["top5"][0] == leaderboard["top5"][1]
+
+    manifests = {
+        name: pl.read_parquet(workdir / f"results/datasets/{name}/manifest.parquet")
+        for name in ("from-git", "as-imagefolder")
+    }
+    by_file = {
+        name: dict(zip(frame["path"].str.split("/").list.last(), frame["label"])) for name, frame in manifests.items()
+    }
+    assert by_file["from-git"] == by_file["as-imagefolder"]
+    class_names = ImageNetInfo().label_names()
+    assert all(class_names[label] == name.split("_", 1)[0] for name, label in by_file["from-git"].items())

@@ -184,16 +184,25 @@ def read_manifest(path: Path) -> tuple[pl.DataFrame, dict[str, Any]]:
     return frame, metadata
 
 
-def class_mask_for(frame: pl.DataFrame, layout: str) -> list[int] | None:
-    """Return the sorted class indices present when ``layout`` allows a class subset and the frame has one.
+def class_mask_for(frame: pl.DataFrame, layout: str, *, class_subset: bool = False) -> list[int] | None:
+    """Return the sorted class indices present when the dataset is a declared class subset.
 
-    Only layouts in SUBSET_LAYOUTS give a mask, and only when fewer than 1,000 classes
-    are present. The mask lists the logits that top-1 should compare, as for ImageNet-A.
+    A mask restricts the logits that top-k compares to the dataset's own classes,
+    as ImageNet-A and ImageNet-R (200 classes each) are scored. It is given only
+    when the config declares ``class_subset: true``, for a layout in
+    SUBSET_LAYOUTS, with fewer than 1,000 classes present. It is never inferred
+    from the classes present, because a partial copy of the validation set
+    must still be scored against all 1,000 classes.
     """
     _check_layout(layout)
     labels = frame["label"].unique().sort().to_list()
-    if layout not in SUBSET_LAYOUTS or len(labels) == NUM_CLASSES:
+    if not class_subset or len(labels) == NUM_CLASSES:
         return None
+    if layout not in SUBSET_LAYOUTS:
+        raise DatasetError(
+            f"class_subset is set for layout {layout!r}, but only {', '.join(sorted(SUBSET_LAYOUTS))} "
+            "datasets can be class subsets; remove class_subset or use an imagefolder layout."
+        )
     return labels
 
 

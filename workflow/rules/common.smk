@@ -51,5 +51,5 @@ def get_evaluation_model(wildcards):
 
 def get_dataset_input(wildcards):
     if ib.is_fetched(config, wildcards.dataset):
-        return {"root": str(ib.fetched_source_path(wildcards.dataset))}
+        return {"source": str(ib.fetched_source_path(wildcards.dataset))}
     return {}

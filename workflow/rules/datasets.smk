@@ -1,4 +1,4 @@
-# Datasets: fetch a pinned source when no root is given, then list every image
+# Datasets: fetch a pinned source (git commit, or archive with a sha256) when no root is given, then list every image
 # with its synset, its label in timm's ImageNet class order, and its shard.
 
 
@@ -8,8 +8,8 @@ rule fetch_dataset:
     log:
         "results/logs/fetch_dataset/{dataset}.log",
     params:
-        url=lambda wildcards: config["datasets"][wildcards.dataset]["source"]["git"],
-        commit=lambda wildcards: config["datasets"][wildcards.dataset]["source"]["commit"],
+        source=lambda wildcards: config["datasets"][wildcards.dataset]["source"],
+        lock_file=config["lock_file"],
     localrule: True
     script:
         "../scripts/fetch_dataset.py"
@@ -30,6 +30,7 @@ rule build_manifest:
         class_map_file=lambda wildcards: config["datasets"][wildcards.dataset].get("class_map_file"),
         real_labels_file=lambda wildcards: config["datasets"][wildcards.dataset].get("real_labels_file"),
         expect=lambda wildcards: config["datasets"][wildcards.dataset].get("expect"),
+        class_subset=lambda wildcards: config["datasets"][wildcards.dataset].get("class_subset", False),
     localrule: True
     script:
         "../scripts/build_manifest.py"
