@@ -66,8 +66,14 @@ def accuracy_long(leaderboard: pl.DataFrame) -> pl.DataFrame:
 
 
 def plot_accuracy(leaderboard: pl.DataFrame, settings: FigureSettings) -> ggplot:
-    """Top-1 and top-5 per model with 95% intervals, and the human top-5 baseline on the top-5 panel."""
-    data = accuracy_long(leaderboard).to_pandas()
+    """Top-1 and top-5 per model with 95% intervals, and the human top-5 baseline on the top-5 panel.
+
+    Rows that the leaderboard marks invalid (a probable label-order error) are left out.
+    """
+    valid = leaderboard.filter(pl.col("valid")) if "valid" in leaderboard.columns else leaderboard
+    if valid.is_empty():
+        raise ValueError("every leaderboard row is marked invalid; see results/leaderboard.md for the reasons")
+    data = accuracy_long(valid).to_pandas()
     human = pl.DataFrame(
         {"metric": ["top-5"], "accuracy": [settings.human_top5], "label": [f"{HUMAN_TOP5_SOURCE}: {settings.human_top5}%"]}
     ).to_pandas()
