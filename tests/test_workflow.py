@@ -64,6 +64,41 @@ def test_report_builds(finished_run: Path):
     assert "accuracy.png" in html
 
 
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+
+def test_report_renders_in_chromium(finished_run: Path, tmp_path: Path):
+    import shutil
+    import subprocess
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("headless Chromium is not installed (Debian package chromium)")
+    report = finished_run / "results/report.html"
+    if not report.exists():
+        snakemake(finished_run, "--report", "results/report.html")
+
+    # The report is a single-page application: the DOM after its scripts ran must show the figures' categories.
+    dom = subprocess.run(
+        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000",
+         "--dump-dom", report.as_uri()],
+        capture_output=True, text=True, timeout=120, check=True,
+    ).stdout
+    assert "Accuracy" in dom
+    assert "Leaderboard" in dom
+
+    screenshot = tmp_path / "report.png"
+    subprocess.run(
+        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000",
+         "--window-size=1280,900", f"--screenshot={screenshot}", report.as_uri()],
+        capture_output=True, text=True, timeout=120, check=True,
+    )
+    assert screenshot.stat().st_size > 20_000
+
+
 def _git(*arguments: str, cwd: Path) -> str:
     import subprocess
 
