@@ -108,6 +108,11 @@ def evaluate_shard(
     torch.set_num_threads(settings.threads)
     device = select_device(settings.device)
     amp_dtype = resolve_amp_dtype(settings.amp_dtype)
+    record = run_record(device)
+    _LOGGER.info(
+        "running on host %s, device %s (%s), SLURM job %s",
+        record["host"], record["device"], record["device_name"], record["slurm_job_id"] or "none",
+    )
 
     manifest, manifest_metadata = _read_shard(manifest_path, shard=shard, num_shards=num_shards)
     class_mask = _class_mask(manifest_metadata)
@@ -156,7 +161,7 @@ def evaluate_shard(
         output,
         metadata={
             "imagebench": json.dumps(metadata, sort_keys=True),
-            "imagebench.run": json.dumps(run_record(device), sort_keys=True),
+            "imagebench.run": json.dumps(record, sort_keys=True),
         },
     )
     failed = int((predictions["status"] != "ok").sum())

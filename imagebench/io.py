@@ -31,6 +31,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         yield temporary
         _fsync_file(temporary)
+        # mkstemp creates the file with mode 0600; give it the mode a plain
+        # open() would, so that other users of a shared results folder can read it.
+        os.chmod(temporary, 0o666 & ~_current_umask())
         os.replace(temporary, target)
         _fsync_directory(target.parent)
     finally:
@@ -84,6 +87,12 @@ def sha256_file(path: str | os.PathLike[str], *, chunk_size: int = 1 << 20) -> s
         while chunk := handle.read(chunk_size):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_file(path: Path) -> None:
