@@ -95,11 +95,27 @@ def shard_paths(config: dict[str, Any], dataset: str, evaluation: str) -> list[P
     ]
 
 
+def evaluation_pairs(config: dict[str, Any]) -> list[tuple[str, str]]:
+    """Return the (dataset, evaluation) pairs to run.
+
+    Every configured dataset is paired with every evaluation of a configured model. Soup
+    models and soup evaluation datasets (entries with a ``soup:`` key) are paired only as
+    ``imagebench.soups.soup_evaluations`` says, so that a soup is never scored on the images
+    that selected or trained its ingredients.
+    """
+    from imagebench.soups import soup_evaluations
+
+    datasets = [name for name, entry in config["datasets"].items() if "soup" not in entry]
+    plain = [
+        name for name, evaluation in evaluations(config).items() if "soup" not in config["models"][evaluation["model"]]
+    ]
+    return [(dataset, evaluation) for dataset in datasets for evaluation in plain] + soup_evaluations(config)
+
+
 def all_prediction_paths(config: dict[str, Any]) -> list[Path]:
     return [
         path
-        for dataset in dataset_names(config)
-        for evaluation in evaluations(config)
+        for dataset, evaluation in evaluation_pairs(config)
         for path in shard_paths(config, dataset, evaluation)
     ]
 

@@ -169,4 +169,4 @@ def test_timm_adapter_is_identity(lite0_reference: dict[str, torch.Tensor]) -> N
 
 
 def test_adapter_registry_names() -> None:
-    assert set(ADAPTERS) == {"timm", "efficientnet_pytorch"}
+    assert set(ADAPTERS) == {"timm", "efficientnet_pytorch", "openai_clip"}

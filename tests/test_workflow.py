@@ -43,7 +43,9 @@ def test_second_run_has_nothing_to_do(finished_run: Path):
 
 def test_deleted_shard_reruns_only_dependents(finished_run: Path):
     (finished_run / "results/predictions/sample/efficientnet_lite0/shard-1-of-2.parquet").unlink()
-    assert planned_jobs(finished_run) == {"evaluate_shard": 1, "aggregate": 1, "plot_accuracy": 1, "all": 1}
+    assert planned_jobs(finished_run) == {
+        "evaluate_shard": 1, "aggregate": 1, "plot_accuracy": 1, "compare_published": 1, "plot_published": 1, "all": 1,
+    }
     snakemake(finished_run, "--cores", "2")
     assert planned_jobs(finished_run) == {}
 
@@ -53,7 +55,7 @@ def test_figure_setting_reruns_only_figures(finished_run: Path):
     original = config_path.read_text()
     config_path.write_text(original.replace("human_top5: 94.9", "human_top5: 95.0"))
     try:
-        assert planned_jobs(finished_run) == {"plot_accuracy": 1, "all": 1}
+        assert planned_jobs(finished_run) == {"plot_accuracy": 1, "plot_published": 1, "all": 1}
     finally:
         config_path.write_text(original)
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from torch import Tensor
 
+from imagebench.checkpoints.adapters_clip import adapt_openai_clip
 from imagebench.errors import CheckpointError
 
 Adapter = Callable[[dict[str, Tensor], dict[str, Tensor]], dict[str, Tensor]]
@@ -105,6 +106,7 @@ def adapt_efficientnet_pytorch(source: dict[str, Tensor], reference: dict[str, T
 ADAPTERS: dict[str, Adapter] = {
     "timm": adapt_timm,
     "efficientnet_pytorch": adapt_efficientnet_pytorch,
+    "openai_clip": adapt_openai_clip,
 }
 
 

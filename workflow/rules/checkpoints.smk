@@ -11,6 +11,8 @@ rule download_weights:
     params:
         source=lambda wildcards: get_model(wildcards)["weights"],
         lock_file=config["lock_file"],
+    wildcard_constraints:
+        model=ib_soups.name_pattern(ib_soups.plain_model_names(config)),
     localrule: True
     retries: 2
     script:
@@ -29,6 +31,8 @@ rule convert_checkpoint:
     params:
         architecture=lambda wildcards: get_model(wildcards)["architecture"],
         weights_format=lambda wildcards: get_model(wildcards)["weights"].get("format", "timm"),
+    wildcard_constraints:
+        model=ib_soups.name_pattern(ib_soups.plain_model_names(config)),
     localrule: True
     script:
         "../scripts/convert_checkpoint.py"

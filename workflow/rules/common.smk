@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from imagebench import soups as ib_soups
 from imagebench import workflow as ib
 from imagebench.config import check_duplicate_keys, validate_config
 
@@ -10,6 +11,8 @@ for _configfile in workflow.configfiles:
 config = validate_config(
     config, schema_path=Path(workflow.current_basedir) / ".." / "schemas" / "config.schema.yaml"
 )
+# Adds each soup's models (<soup>.<recipe>, <soup>.<ingredient>) and evaluation dataset.
+config = ib_soups.add_soup_entries(config)
 
 
 wildcard_constraints:
@@ -33,6 +36,10 @@ def get_final_outputs():
         "results/leaderboard.md",
         "results/figures/accuracy.png",
         "results/figures/accuracy.svg",
+        "results/published/comparison.parquet",
+        "results/figures/published.png",
+        "results/figures/published.svg",
+        *ib_soups.soup_outputs(config),
         *[f"results/figures/resolution/{model}.{ext}" for model in ib.swept_models(config) for ext in ("png", "svg")],
     ]
 

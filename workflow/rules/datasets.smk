@@ -10,6 +10,8 @@ rule fetch_dataset:
     params:
         source=lambda wildcards: config["datasets"][wildcards.dataset]["source"],
         lock_file=config["lock_file"],
+    wildcard_constraints:
+        dataset=ib_soups.name_pattern(ib_soups.plain_dataset_names(config)),
     localrule: True
     script:
         "../scripts/fetch_dataset.py"
@@ -31,6 +33,8 @@ rule build_manifest:
         real_labels_file=lambda wildcards: config["datasets"][wildcards.dataset].get("real_labels_file"),
         expect=lambda wildcards: config["datasets"][wildcards.dataset].get("expect"),
         class_subset=lambda wildcards: config["datasets"][wildcards.dataset].get("class_subset", False),
+    wildcard_constraints:
+        dataset=ib_soups.name_pattern(ib_soups.plain_dataset_names(config)),
     localrule: True
     script:
         "../scripts/build_manifest.py"
