@@ -15,6 +15,7 @@ include: "workflow/rules/datasets.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/throughput.smk"
 include: "workflow/rules/soups.smk"
 include: "workflow/rules/published.smk"
 

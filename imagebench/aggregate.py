@@ -11,7 +11,7 @@ from typing import Any
 import polars as pl
 
 from imagebench.errors import ImagebenchError
-from imagebench.evaluate import read_prediction_metadata
+from imagebench.predictions import read_prediction_metadata
 from imagebench.io import atomic_path, write_parquet_atomic, write_text_atomic
 from imagebench.stats import wilson_interval
 
@@ -68,6 +68,14 @@ def build_leaderboard(
         rows.append(_leaderboard_row(record, details[(record["dataset"], record["model"])]))
     frame = pl.DataFrame(rows).select(LEADERBOARD_COLUMNS)
     return frame.sort(["dataset", "top1", "model"], descending=[False, True, False])
+
+
+def join_throughput(leaderboard: pl.DataFrame, throughput: pl.DataFrame) -> pl.DataFrame:
+    """Add the throughput summary's columns to the leaderboard rows of the same model.
+
+    Rows of a test-resolution sweep or of a model without measurements get nulls.
+    """
+    return leaderboard.join(throughput, on="model", how="left")
 
 
 def write_leaderboard(frame: pl.DataFrame, *, parquet: Path, csv: Path, markdown: Path) -> None:

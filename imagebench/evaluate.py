@@ -18,30 +18,13 @@ from tqdm import tqdm
 
 from imagebench.images import decode_rgb
 from imagebench.io import read_parquet_metadata, write_parquet_atomic
+from imagebench.predictions import PREDICTION_SCHEMA, read_prediction_metadata  # noqa: F401 (re-exported)
 from imagebench.preprocess import build_transform, describe_preprocessing, resolve_preprocessing
 from imagebench.runtime import library_versions, resolve_amp_dtype, run_record, select_device
 
 _LOGGER = logging.getLogger(__name__)
 
 TOP_K = 5
-
-# The fixed schema of a prediction file. Failed images have null predictions.
-PREDICTION_SCHEMA = {
-    "dataset": pl.String,
-    "model": pl.String,
-    "image_id": pl.String,
-    "path": pl.String,
-    "label": pl.Int32,
-    "status": pl.String,
-    "error": pl.String,
-    "top5_indices": pl.List(pl.Int32),
-    "top5_probs": pl.List(pl.Float32),
-    "true_class_logprob": pl.Float32,
-    "correct_top1": pl.Boolean,
-    "correct_top5": pl.Boolean,
-    "checkpoint_sha256": pl.String,
-}
-
 
 @dataclass(frozen=True)
 class EvaluationSettings:
@@ -167,14 +150,6 @@ def evaluate_shard(
     failed = int((predictions["status"] != "ok").sum())
     _LOGGER.info("wrote %s: %d images, %d failed to decode", output, predictions.height, failed)
     return predictions
-
-
-def read_prediction_metadata(path: Path) -> dict[str, Any]:
-    """Return the evaluation record stored in a prediction file's footer."""
-    metadata = read_parquet_metadata(path)
-    record = json.loads(metadata["imagebench"])
-    record["run"] = json.loads(metadata.get("imagebench.run", "{}"))
-    return record
 
 
 def _read_shard(manifest_path: Path, *, shard: int, num_shards: int) -> tuple[pl.DataFrame, dict[str, str]]:

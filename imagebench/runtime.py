@@ -43,7 +43,19 @@ def resolve_amp_dtype(name: str | None) -> torch.dtype | None:
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return platform.processor() or platform.machine()
+    return _cpu_model_name() or platform.processor() or platform.machine()
+
+
+def _cpu_model_name() -> str | None:
+    """Return the CPU model from /proc/cpuinfo (Linux), e.g. 'AMD EPYC 7B13', or None elsewhere."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        return None
+    return None
 
 
 def run_record(device: torch.device) -> dict[str, Any]:

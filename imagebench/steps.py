@@ -155,7 +155,8 @@ def evaluate_shard(snakemake: Any) -> None:
 
 
 def aggregate(snakemake: Any) -> None:
-    from imagebench.aggregate import build_leaderboard, write_leaderboard
+    from imagebench.aggregate import build_leaderboard, join_throughput, write_leaderboard
+    from imagebench.throughput import summarize_throughput
 
     with logging_to(_log_file(snakemake)):
         frame = build_leaderboard(
@@ -163,6 +164,7 @@ def aggregate(snakemake: Any) -> None:
             manifests=dict(zip(snakemake.params.datasets, map(Path, snakemake.input.manifests))),
             provenances=dict(zip(snakemake.params.evaluations, map(Path, snakemake.input.provenances))),
         )
+        frame = join_throughput(frame, summarize_throughput([Path(path) for path in snakemake.input.throughput]))
         write_leaderboard(
             frame,
             parquet=Path(snakemake.output.parquet),

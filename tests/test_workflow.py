@@ -24,7 +24,11 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path) -> 
 
 def test_run_writes_leaderboard_and_figures(finished_run: Path):
     results = finished_run / "results"
-    for name in ("leaderboard.parquet", "leaderboard.csv", "leaderboard.md", "figures/accuracy.png", "figures/accuracy.svg"):
+    for name in (
+        "leaderboard.parquet", "leaderboard.csv", "leaderboard.md", "figures/accuracy.png", "figures/accuracy.svg",
+        "figures/accuracy_vs_throughput.png", "throughput/efficientnet_lite0/cpu-fp32-b4.parquet",
+        "published/comparison.parquet", "figures/published.png",
+    ):
         assert (results / name).stat().st_size > 0, name
 
     leaderboard = pl.read_parquet(results / "leaderboard.parquet")
@@ -35,6 +39,8 @@ def test_run_writes_leaderboard_and_figures(finished_run: Path):
     assert row["top1_low"] <= row["top1"] <= row["top1_high"]
     assert row["checkpoint_sha256"]
     assert row["source_sha256"] == "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
+    assert row["cpu_images_per_second"] > 0
+    assert row["cpu_setting"] == "cpu-fp32-b4"
 
 
 def test_second_run_has_nothing_to_do(finished_run: Path):
@@ -44,7 +50,8 @@ def test_second_run_has_nothing_to_do(finished_run: Path):
 def test_deleted_shard_reruns_only_dependents(finished_run: Path):
     (finished_run / "results/predictions/sample/efficientnet_lite0/shard-1-of-2.parquet").unlink()
     assert planned_jobs(finished_run) == {
-        "evaluate_shard": 1, "aggregate": 1, "plot_accuracy": 1, "compare_published": 1, "plot_published": 1, "all": 1,
+        "evaluate_shard": 1, "aggregate": 1, "plot_accuracy": 1, "compare_published": 1, "plot_published": 1,
+        "plot_pareto": 1, "all": 1,
     }
     snakemake(finished_run, "--cores", "2")
     assert planned_jobs(finished_run) == {}
@@ -55,7 +62,7 @@ def test_figure_setting_reruns_only_figures(finished_run: Path):
     original = config_path.read_text()
     config_path.write_text(original.replace("human_top5: 94.9", "human_top5: 95.0"))
     try:
-        assert planned_jobs(finished_run) == {"plot_accuracy": 1, "plot_published": 1, "all": 1}
+        assert planned_jobs(finished_run) == {"plot_accuracy": 1, "plot_published": 1, "plot_pareto": 1, "all": 1}
     finally:
         config_path.write_text(original)
 

@@ -28,6 +28,12 @@ def small_config(dataset_root: Path, *, shards: int = 2, models: dict | None = N
         "models": models or {"efficientnet_lite0": LITE0},
         "evaluation": {"device": "cpu", "batch_size": 8, "workers": 1, "threads": 1},
         "figures": {"human_top5": 94.9, "width": 6, "height": 3, "dpi": 60},
+        # One short CPU measurement, so that the throughput stage runs without
+        # dominating the test's time.
+        "throughput": {
+            "warmup_iterations": 1, "min_iterations": 2, "min_seconds": 0.2, "max_seconds": 5,
+            "check_images": 8, "settings": {"cpu-fp32-b4": {"device": "cpu", "batch_size": 4, "threads": 1}},
+        },
     }
 
 

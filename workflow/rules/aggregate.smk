@@ -1,4 +1,7 @@
-# Aggregation: top-1 and top-5 with 95% intervals per (dataset, model).
+# Aggregation: top-1 and top-5 with 95% intervals per (dataset, model), and the
+# best measured throughput of each model.
+
+from imagebench import throughput as ib_throughput
 
 
 rule aggregate:
@@ -6,6 +9,7 @@ rule aggregate:
         predictions=ib.all_prediction_paths(config),
         manifests=[ib.manifest_path(dataset) for dataset in ib.dataset_names(config)],
         provenances=[ib.provenance_path(entry["model"]) for entry in EVALUATIONS.values()],
+        throughput=ib_throughput.throughput_paths(config),
     output:
         parquet="results/leaderboard.parquet",
         csv=report(

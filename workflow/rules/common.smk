@@ -36,6 +36,8 @@ def get_final_outputs():
         "results/leaderboard.md",
         "results/figures/accuracy.png",
         "results/figures/accuracy.svg",
+        "results/figures/accuracy_vs_throughput.png",
+        "results/figures/accuracy_vs_throughput.svg",
         "results/published/comparison.parquet",
         "results/figures/published.png",
         "results/figures/published.svg",

@@ -4,66 +4,32 @@
 
 from imagebench import throughput as ib_throughput
 
+THROUGHPUT_SETTINGS = ib_throughput.throughput_settings(config)
+
 
 wildcard_constraints:
     setting=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
 
 
-def get_throughput_setting(wildcards):
-    return ib_throughput.throughput_settings(config)[wildcards.setting]
-
-
-def get_throughput_input(wildcards):
-    inputs = {"checkpoint": str(ib.checkpoint_path(wildcards.model))}
-    dataset = ib_throughput.throughput_dataset(config)
-    if dataset is not None:
-        inputs["manifest"] = str(ib.manifest_path(dataset))
-    return inputs
-
-
-def get_throughput_dataset_root(wildcards):
-    dataset = ib_throughput.throughput_dataset(config)
-    return ib.dataset_root(config, dataset) if dataset is not None else None
-
-
-def get_throughput_architecture(wildcards):
-    return config["models"][wildcards.model]["architecture"]
-
-
-def get_throughput_pretrained_cfg(wildcards):
-    return config["models"][wildcards.model].get("pretrained_cfg")
-
-
-def get_throughput_preprocessing(wildcards):
-    return config["models"][wildcards.model].get("preprocessing", {})
-
-
-def get_throughput_threads(wildcards):
-    return get_throughput_setting(wildcards)["threads"]
-
-
-def get_throughput_gpus(wildcards):
-    return ib_throughput.setting_gpus(get_throughput_setting(wildcards))
-
-
 rule measure_throughput:
     input:
-        unpack(get_throughput_input),
+        unpack(lambda wildcards: ib_throughput.throughput_inputs(config, wildcards.model)),
     output:
         measurement="results/throughput/{model}/{setting}.parquet",
     log:
         "results/logs/measure_throughput/{model}/{setting}.log",
     params:
-        setting=get_throughput_setting,
+        setting=lambda wildcards: THROUGHPUT_SETTINGS[wildcards.setting],
         options=ib_throughput.timing_options(config),
         dataset=ib_throughput.throughput_dataset(config),
-        dataset_root=get_throughput_dataset_root,
-        architecture=get_throughput_architecture,
-        pretrained_cfg=get_throughput_pretrained_cfg,
-        preprocessing=get_throughput_preprocessing,
-    threads: get_throughput_threads
+        dataset_root=ib_throughput.throughput_dataset_root(config),
+        architecture=lambda wildcards: get_model(wildcards)["architecture"],
+        pretrained_cfg=lambda wildcards: get_model(wildcards).get("pretrained_cfg"),
+        preprocessing=lambda wildcards: get_model(wildcards).get("preprocessing", {}),
+    # The job reserves the cores its setting uses, and a GPU for a CUDA setting.
+    threads: lambda wildcards: THROUGHPUT_SETTINGS[wildcards.setting]["threads"]
     resources:
-        gpu=get_throughput_gpus,
+        gpu=lambda wildcards: ib_throughput.setting_gpus(THROUGHPUT_SETTINGS[wildcards.setting]),
     script:
         "../scripts/measure_throughput.py"
 
