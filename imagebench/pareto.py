@@ -114,7 +114,8 @@ def plot_accuracy_vs_throughput(table: pl.DataFrame) -> ggplot:
         + geom_step(front, aes(group="panel"), direction="vh", colour=FRONT_COLOUR, linetype="dashed")
         + geom_point(aes(colour="front"), size=2.5)
         + geom_text(aes(label="model"), size=7, va="bottom", nudge_y=label_offset)
-        + scale_x_log10(labels=_plain_numbers)
+        # Room on both sides, so that the labels of the slowest and fastest models are not cut off.
+        + scale_x_log10(labels=_plain_numbers, expand=(0.25, 0))
         + scale_colour_manual(values={"Pareto front": FRONT_COLOUR, "dominated": OTHER_COLOUR})
         + labs(x="throughput (images/s, log scale)", y="top-1 accuracy (%)", colour="")
         + theme_bw()
