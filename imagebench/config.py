@@ -89,6 +89,8 @@ def _describe(error: jsonschema.ValidationError) -> str:
         return f"- {field}: unknown key(s) {', '.join(map(repr, unknown))}; allowed keys are {allowed}"
     if error.validator == "required":
         return f"- {field}: {error.message}"
+    if error.validator == "oneOf" and list(error.absolute_path)[-1:] == ["sha256"]:
+        return f"- {field}: {value!r} is not a sha256; use 64 lowercase hex digits, or 'lock' for a url source"
     if error.validator == "oneOf" and isinstance(value, dict) and "sha256" not in error.schema_path:
         return f"- {field}: {_describe_weights(value)}"
     if error.validator in {"minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"}:
@@ -133,6 +135,29 @@ def _fill_defaults(instance: dict[str, Any], schema: dict[str, Any]) -> None:
     definitions = schema.get("$defs", {})
     for name, dataset in instance.get("datasets", {}).items():
         _fill_defaults(dataset, definitions.get("dataset", {}))
+
+
+def check_dataset_roots(config: dict[str, Any]) -> None:
+    """Raise ConfigError when a dataset's root, or the top-level dataset_root, is not a folder.
+
+    Kept out of validate_config because it reads the file system. Relative
+    paths start at the working directory, where Snakemake parses the workflow.
+    """
+    problems = []
+    for position, (name, dataset) in enumerate(config["datasets"].items()):
+        if dataset.get("root"):
+            field, root = f"datasets.{name}.root", dataset["root"]
+        elif position == 0 and config.get("dataset_root"):
+            field, root = "dataset_root", config["dataset_root"]
+        else:
+            continue
+        if not Path(root).is_dir():
+            problems.append(
+                f"- {field}: {str(root)!r} is not a folder (relative paths start at {Path.cwd()}); "
+                f"set it to the folder that holds the images of dataset {name}"
+            )
+    if problems:
+        raise ConfigError("invalid configuration:\n" + "\n".join(problems))
 
 
 def known_architectures(cache_dir: Path = ARCHITECTURE_CACHE) -> frozenset[str]:

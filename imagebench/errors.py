@@ -15,3 +15,7 @@ class CheckpointError(ImagebenchError):
 
 class DatasetError(ImagebenchError):
     """A dataset whose files or labels do not match its declared layout."""
+
+
+class OutputError(ImagebenchError):
+    """An output file that cannot be written: a full disk, a file size limit, a read-only folder."""

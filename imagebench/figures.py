@@ -133,9 +133,11 @@ def plot_resolution_sweep(leaderboard: pl.DataFrame, model: str, settings: Figur
 def save_figure(plot: ggplot, path: Path, settings: FigureSettings) -> None:
     """Save ``plot`` atomically in the format named by the file extension (png or svg)."""
     file_format = Path(path).suffix.lstrip(".")
-    with atomic_path(path) as temporary:
+    # An SVG gets no date and fixed element ids, so that a rerun writes the same bytes.
+    options = {"metadata": {"Date": None}} if file_format == "svg" else {}
+    with matplotlib.rc_context({"svg.hashsalt": "imagebench"}), atomic_path(path) as temporary:
         plot.save(
             temporary, format=file_format, width=settings.width, height=settings.height, dpi=settings.dpi,
-            units="in", verbose=False,
+            units="in", verbose=False, **options,
         )
     _LOGGER.info("wrote %s", path)

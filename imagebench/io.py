@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -11,8 +12,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from imagebench.errors import OutputError
+
 if TYPE_CHECKING:
     import polars as pl
+
+# Errors that mean the folder cannot take the file, whatever its content.
+_WRITE_FAILURES = {
+    errno.ENOSPC: "the file system is full",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.EFBIG: "the file exceeds the file size limit (ulimit -f)",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+}
 
 
 @contextlib.contextmanager
@@ -24,20 +36,37 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     exception the temporary file is removed and ``path`` is left untouched.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    with _reported_write_failure(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     os.close(handle)
     temporary = Path(temporary_name)
     try:
-        yield temporary
-        _fsync_file(temporary)
-        # mkstemp creates the file with mode 0600; give it the mode a plain
-        # open() would, so that other users of a shared results folder can read it.
-        os.chmod(temporary, 0o666 & ~_current_umask())
-        os.replace(temporary, target)
-        _fsync_directory(target.parent)
+        with _reported_write_failure(target):
+            yield temporary
+            _fsync_file(temporary)
+            # mkstemp creates the file with mode 0600; give it the mode a plain
+            # open() would, so that other users of a shared results folder can read it.
+            os.chmod(temporary, 0o666 & ~_current_umask())
+            os.replace(temporary, target)
+            _fsync_directory(target.parent)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _reported_write_failure(target: Path) -> Iterator[None]:
+    """Raise OutputError naming ``target`` when the file system rejects the write, and re-raise other errors."""
+    try:
+        yield
+    except OSError as error:
+        reason = _WRITE_FAILURES.get(error.errno)
+        if reason is None:
+            raise
+        raise OutputError(
+            f"cannot write {target}: {reason} ({error.strerror or error}). Free space, raise the limit or make "
+            f"the folder writable, then rerun. {target} was left as it was."
+        ) from error
 
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:

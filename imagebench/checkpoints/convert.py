@@ -58,7 +58,9 @@ def convert_checkpoint(
         adapted = adapter(source_state_dict, reference)
     except CheckpointError as error:
         raise CheckpointError(f"model '{model}' ({raw_path}): {error}") from error
-    check_against_reference(model=model, architecture=architecture, state_dict=adapted, reference=reference)
+    check_against_reference(
+        model=model, architecture=architecture, state_dict=adapted, reference=reference, path=raw_path
+    )
 
     # Cloning gives every tensor its own contiguous storage, which safetensors requires.
     tensors = {key: value.detach().contiguous().clone() for key, value in adapted.items()}
@@ -88,7 +90,12 @@ def convert_checkpoint(
 
 
 def check_against_reference(
-    *, model: str, architecture: str, state_dict: dict[str, Tensor], reference: dict[str, Tensor]
+    *,
+    model: str,
+    architecture: str,
+    state_dict: dict[str, Tensor],
+    reference: dict[str, Tensor],
+    path: Path | None = None,
 ) -> None:
     """Raise ``CheckpointError`` naming the missing keys, unexpected keys and wrong shapes of ``state_dict``."""
     missing = [key for key in reference if key not in state_dict]
@@ -107,7 +114,8 @@ def check_against_reference(
         if items
     ]
     raise CheckpointError(
-        f"model '{model}': the converted state dict does not match timm's {architecture}: "
+        f"model '{model}': the converted state dict{f' of {path}' if path is not None else ''} "
+        f"does not match timm's {architecture}: "
         + "; ".join(problems)
         + ". Check the model's architecture: value and the format: of its weights."
     )

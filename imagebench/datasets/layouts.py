@@ -49,7 +49,8 @@ def list_flat_images(root: Path) -> list[str]:
             continue
         if entry.is_file():
             names.append(entry.name)
-        elif entry.is_symlink():
+        else:
+            # Broken links, FIFOs, devices and folders: images the manifest would lose without a word.
             unreadable.append(entry.name)
     _warn_unreadable(root, unreadable)
     return sorted(names)

@@ -4,13 +4,14 @@ from pathlib import Path
 
 from imagebench import soups as ib_soups
 from imagebench import workflow as ib
-from imagebench.config import check_duplicate_keys, validate_config
+from imagebench.config import check_dataset_roots, check_duplicate_keys, validate_config
 
 for _configfile in workflow.configfiles:
     check_duplicate_keys(_configfile)
 config = validate_config(
     config, schema_path=Path(workflow.current_basedir) / ".." / "schemas" / "config.schema.yaml"
 )
+check_dataset_roots(config)
 # Adds each soup's models (<soup>.<recipe>, <soup>.<ingredient>) and evaluation dataset.
 config = ib_soups.add_soup_entries(config)
 
