@@ -103,7 +103,10 @@ def resolution_sweep_data(leaderboard: pl.DataFrame, model: str) -> pl.DataFrame
     long = accuracy_long(rows).join(
         rows.select("dataset", "model", "img_size", "crop_pct", "pretrained_img_size"), on=["dataset", "model"]
     )
-    return long.with_columns(pl.format("crop_pct {}", pl.col("crop_pct")).alias("crop")).sort("img_size")
+    return long.with_columns(
+        pl.format("crop_pct {}", pl.col("crop_pct")).alias("crop"),
+        pl.format("{} {}", pl.col("dataset"), pl.col("crop_pct")).alias("series"),
+    ).sort("img_size")
 
 
 def plot_resolution_sweep(leaderboard: pl.DataFrame, model: str, settings: FigureSettings) -> ggplot:
@@ -115,7 +118,7 @@ def plot_resolution_sweep(leaderboard: pl.DataFrame, model: str, settings: Figur
         ggplot(data.to_pandas(), aes(x="img_size", y="accuracy", colour="crop", shape="dataset"))
         + geom_vline(pretrained, aes(xintercept="img_size"), linetype="dotted", colour="grey")
         + geom_errorbar(aes(ymin="low", ymax="high"), width=4, alpha=0.6)
-        + geom_line(aes(group="interaction(dataset, crop)"))
+        + geom_line(aes(group="series"))
         + geom_point(size=2.2)
         + facet_wrap("~metric", scales="free_y")
         + labs(

@@ -4,7 +4,6 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-import timm
 import torch
 from timm.data import create_dataset, create_loader, resolve_data_config
 

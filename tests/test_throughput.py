@@ -2,8 +2,6 @@
 
 import copy
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import polars as pl
@@ -28,7 +26,7 @@ from imagebench.throughput import (
     summarize_throughput,
     time_forward,
 )
-from workflow_runner import LITE0, REPO, write_config
+from workflow_runner import LITE0, snakemake, write_config
 
 TINY = TimingOptions(warmup_iterations=2, min_iterations=3, min_seconds=0.0, max_seconds=60.0, check_images=8)
 
@@ -457,29 +455,17 @@ def test_timing_options_filled_and_checked():
 
 # -- workflow --------------------------------------------------------------------------------------
 
-# The rules of the pipeline plus this stage's, with a throughput section set after the
-# config is validated, so that the test does not depend on the config schema.
-SNAKEFILE = """
-configfile: "config.yaml"
-
-include: "{rules}/common.smk"
-include: "{rules}/checkpoints.smk"
-include: "{rules}/datasets.smk"
-include: "{rules}/evaluate.smk"
-include: "{rules}/aggregate.smk"
-
-config["throughput"] = {throughput!r}
-
-include: "{rules}/throughput.smk"
-"""
-
-
 @pytest.mark.slow
 def test_workflow_measures_and_plots(sample_dir: Path, tmp_path: Path):
     images = tmp_path / "images"
     images.mkdir()
     for source in sample_files(sample_dir, 6):
         (images / source.name).symlink_to(source)
+    section = {
+        "warmup_iterations": 1, "min_iterations": 2, "min_seconds": 0.0, "check_images": 4,
+        "devices": ["cpu"],
+        "settings": {"cpu-b1": {"batch_size": 1, "threads": 1}, "cpu-b4-cl": {"batch_size": 4, "channels_last": True}},
+    }
     write_config(
         tmp_path,
         {
@@ -487,20 +473,10 @@ def test_workflow_measures_and_plots(sample_dir: Path, tmp_path: Path):
             "models": {"efficientnet_lite0": LITE0},
             "evaluation": {"device": "cpu", "batch_size": 8, "workers": 0, "threads": 1},
             "figures": {"human_top5": 94.9, "width": 6, "height": 3, "dpi": 60},
+            "throughput": section,
         },
     )
-    section = {
-        "warmup_iterations": 1, "min_iterations": 2, "min_seconds": 0.0, "check_images": 4,
-        "devices": ["cpu"],
-        "settings": {"cpu-b1": {"batch_size": 1, "threads": 1}, "cpu-b4-cl": {"batch_size": 4, "channels_last": True}},
-    }
-    (tmp_path / "Snakefile").write_text(SNAKEFILE.format(rules=REPO / "workflow" / "rules", throughput=section))
-
-    result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--cores", "2", "results/figures/accuracy_vs_throughput.png"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=900,
-    )
-    assert result.returncode == 0, result.stderr
+    snakemake(tmp_path, "--cores", "2", "results/figures/accuracy_vs_throughput.png")
 
     results = tmp_path / "results"
     for setting in ("cpu-b1", "cpu-b4-cl"):
