@@ -28,8 +28,8 @@ LEADERBOARD_COLUMNS = [
 
 # A model scoring below this multiple of chance-level top-1 on at least
 # MIN_IMAGES_FOR_CHANCE_CHECK images is far more likely to be fed wrong labels
-# (a label-order mistake) than to be a trained ImageNet classifier: even weak
-# ImageNet models reach tens of percent top-1.
+# (a label-order mistake) than to be a trained ImageNet classifier, because
+# even weak ImageNet models reach tens of percent top-1.
 CHANCE_MULTIPLE = 10
 MIN_IMAGES_FOR_CHANCE_CHECK = 50
 
@@ -87,7 +87,7 @@ def write_leaderboard(frame: pl.DataFrame, *, parquet: Path, csv: Path, markdown
 
 def leaderboard_markdown(frame: pl.DataFrame) -> str:
     """Render the headline columns as a Markdown table, accuracies in percent with their 95% interval."""
-    shown = frame.select(
+    headline = frame.select(
         "dataset",
         "model",
         pl.col("images"),
@@ -103,7 +103,7 @@ def leaderboard_markdown(frame: pl.DataFrame) -> str:
         tbl_formatting="MARKDOWN", tbl_hide_column_data_types=True, tbl_hide_dataframe_shape=True,
         tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=200, tbl_width_chars=1000,
     ):
-        table = str(shown)
+        table = str(headline)
     notes = [
         f"- {row['dataset']} / {row['model']}: {row['invalid_reason']}"
         for row in frame.filter(~pl.col("valid")).iter_rows(named=True)
@@ -148,7 +148,7 @@ def _count_dataset(scan: pl.LazyFrame) -> pl.DataFrame:
     ]
     if "real_labels" in scan.collect_schema().names():
         # ImageNet-ReaL: a top-1 prediction is right when it is one of the
-        # image's labels; images with an empty label list are left out of both
+        # image's labels. Images with an empty label list are left out of both
         # the numerator and the denominator, and failed images count as wrong.
         has_labels = pl.col("real_labels").list.len() > 0
         top1_in_labels = pl.col("real_labels").list.contains(pl.col("top5_indices").list.first())

@@ -25,7 +25,7 @@ def num_shards(config: dict[str, Any], dataset: str) -> int:
 
 
 def dataset_root(config: dict[str, Any], dataset: str) -> str:
-    """Return the folder that holds ``dataset``'s images.
+    """Return the folder that contains ``dataset``'s images.
 
     Order of precedence: the dataset's own ``root``; for the first dataset,
     the top-level ``dataset_root`` (set with ``--config dataset_root=PATH``);
@@ -100,7 +100,7 @@ def evaluation_pairs(config: dict[str, Any]) -> list[tuple[str, str]]:
 
     Every configured dataset is paired with every evaluation of a configured model. Soup
     models and soup evaluation datasets (entries with a ``soup:`` key) are paired only as
-    ``imagebench.soups.soup_evaluations`` says, so that a soup is never scored on the images
+    ``imagebench.soups.soup_evaluations`` returns them, so that a soup is never scored on the images
     that selected or trained its ingredients.
     """
     from imagebench.soups import soup_evaluations
