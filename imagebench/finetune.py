@@ -261,11 +261,11 @@ def finetune_checkpoint(
     import safetensors
     import timm
     import torch
-    from safetensors.torch import save_file
 
-    from imagebench.checkpoints.load import load_model
+    from imagebench.checkpoints.heads import head_of
+    from imagebench.checkpoints.load import load_model, save_checkpoint
     from imagebench.datasets.manifest import read_manifest
-    from imagebench.io import atomic_path, sha256_file, write_json_atomic
+    from imagebench.io import sha256_file, write_json_atomic
     from imagebench.preprocess import describe_preprocessing, resolve_preprocessing
 
     torch.set_num_threads(threads)
@@ -283,9 +283,7 @@ def finetune_checkpoint(
     history = finetune_model(model=model, images=images, settings=settings)
     trained = trainable_names(model, settings.train)
 
-    tensors = {key: value.detach().contiguous().clone() for key, value in model.state_dict().items()}
-    with atomic_path(output) as temporary:
-        save_file(tensors, str(temporary), metadata={"format": "pt"})
+    tensor_count = save_checkpoint(model.state_dict(), output, head=head_of(model))
 
     record = {
         "model": name,
@@ -304,7 +302,7 @@ def finetune_checkpoint(
         "safetensors_file": Path(output).name,
         "safetensors_sha256": sha256_file(output),
         "safetensors_size_bytes": Path(output).stat().st_size,
-        "tensor_count": len(tensors),
+        "tensor_count": tensor_count,
         "param_count": sum(parameter.numel() for parameter in model.parameters()),
         "torch_version": torch.__version__,
         "timm_version": timm.__version__,

@@ -49,8 +49,6 @@ _LOGGER = logging.getLogger(__name__)
 RECIPES = ("uniform", "greedy")
 INGREDIENT_KINDS = ("model", "finetune", "weights")
 DEFAULT_SALT = "imagebench-soups"
-# Adapters that only rename keys, so averaging before or after conversion gives the same tensors.
-RENAME_ONLY_FORMATS = frozenset({"timm", "efficientnet_pytorch"})
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _SOUP_KEYS = frozenset({
     "architecture", "pretrained_cfg", "preprocessing", "evaluation", "heldout", "finetune",
@@ -95,7 +93,6 @@ class SoupSpec:
     ingredients: tuple[IngredientSpec, ...]
     recipes: tuple[str, ...]
     evaluate_ingredients: bool
-    averaging_format: str = "timm"
     # {recipe or ingredient name: model of the published-results table}
     published_as: dict[str, str] | None = None
 
@@ -179,7 +176,6 @@ def _parse_soup(name: str, entry: Any, config: dict[str, Any]) -> SoupSpec:
     ingredients = _parse_ingredients(where, entry.get("ingredients"), architecture, config, problems)
     if any(ingredient.kind == "finetune" for ingredient in ingredients) and "finetune" not in entry:
         problems.append(f"- {where}.finetune: missing; ingredients that fine-tune need a finetune split to train on")
-    averaging_format = _averaging_format(where, ingredients, problems)
     published_as = _parse_published_as(where, entry.get("published_as"), recipes, ingredients, problems)
     if problems:
         raise ConfigError("\n".join(problems))
@@ -188,7 +184,7 @@ def _parse_soup(name: str, entry: Any, config: dict[str, Any]) -> SoupSpec:
     return SoupSpec(
         name=name, architecture=architecture, pretrained_cfg=pretrained_cfg, preprocessing=preprocessing,
         salt=salt, splits=splits, ingredients=tuple(ingredients), recipes=recipes,
-        evaluate_ingredients=evaluate_ingredients, averaging_format=averaging_format, published_as=published_as,
+        evaluate_ingredients=evaluate_ingredients, published_as=published_as,
     )  # fmt: skip
 
 
@@ -324,20 +320,6 @@ def _check_architecture(
             f"- {where}: model {ingredient.model!r} has architecture {ingredient_architecture!r}, but the soup's "
             f"architecture is {architecture!r}; weights of different architectures cannot be averaged"
         )
-
-
-def _averaging_format(where: str, ingredients: list[IngredientSpec], problems: list[str]) -> str:
-    formats = sorted({ingredient.weights_format for ingredient in ingredients})
-    if set(formats) <= RENAME_ONLY_FORMATS:
-        return "timm"
-    if len(formats) == 1:
-        return formats[0]
-    problems.append(
-        f"- {where}.ingredients: weights formats {formats} cannot be mixed in one soup; the adapter of "
-        f"{[name for name in formats if name not in RENAME_ONLY_FORMATS]} does more than rename keys, so all "
-        "ingredients must be averaged in that format"
-    )
-    return "timm"
 
 
 def _parse_published_as(
@@ -487,10 +469,6 @@ def heldout_score_path(soup: str, ingredient: str) -> Path:
     return soup_folder(soup) / "heldout" / f"{ingredient}.parquet"
 
 
-def download_path(member: str) -> Path:
-    return RESULTS / "soups" / "downloads" / f"{member}.weights"
-
-
 def soup_figure_path(soup: str, suffix: str) -> Path:
     return RESULTS / "figures" / f"soup-{soup}.{suffix}"
 
@@ -506,10 +484,12 @@ def find_member(soups: Mapping[str, SoupSpec], member: str) -> tuple[SoupSpec, I
 
 
 def averaging_inputs(soup: SoupSpec) -> dict[str, str]:
-    """Return {ingredient: file averaged}: converted checkpoints, or raw downloads for a format that is not rename-only."""
-    if soup.averaging_format == "timm":
-        return {ingredient.name: str(checkpoint_path(ingredient.member)) for ingredient in soup.ingredients}
-    return {ingredient.name: str(download_path(ingredient.member)) for ingredient in soup.ingredients}
+    """Return {ingredient: converted checkpoint}: the files a soup averages.
+
+    Every adapter maps each source tensor to one timm tensor (see imagebench.checkpoints.adapters),
+    so averaging converted checkpoints equals converting averaged raw files.
+    """
+    return {ingredient.name: str(checkpoint_path(ingredient.member)) for ingredient in soup.ingredients}
 
 
 def split_sources(soup: SoupSpec, config: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -782,8 +762,7 @@ class HeldoutScorer:
     """Scores state dicts on a held-out manifest with the evaluation code of the leaderboard.
 
     One timm model is built from ``template`` (any timm-keyed checkpoint of the soup's
-    architecture) and each state dict is loaded into it strictly. In a format that is not
-    rename-only, ``adapter`` converts each state dict to timm's keys first.
+    architecture) and each state dict is loaded into it strictly.
     """
 
     def __init__(
@@ -797,7 +776,6 @@ class HeldoutScorer:
         root: Path,
         evaluation: dict[str, Any],
         threads: int,
-        adapter: Callable[[Mapping[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None,
     ) -> None:
         from imagebench.checkpoints.load import load_model
         from imagebench.evaluate import EvaluationSettings
@@ -807,7 +785,6 @@ class HeldoutScorer:
         self.manifest = manifest
         self.root = root
         self.settings = replace(EvaluationSettings.from_config(evaluation), threads=threads)
-        self.adapter = adapter
         self.images = 0
 
     def correct(self, state_dict: Mapping[str, torch.Tensor], *, label: str) -> int:
@@ -816,12 +793,11 @@ class HeldoutScorer:
 
         from imagebench.evaluate import evaluate_shard
 
-        timm_state = self.adapter(state_dict) if self.adapter is not None else dict(state_dict)
-        self.model.load_state_dict(timm_state, strict=True)
+        self.model.load_state_dict(state_dict, strict=True)
         with tempfile.TemporaryDirectory(prefix="imagebench-soup-") as folder:
             predictions = evaluate_shard(
                 manifest_path=self.manifest, dataset_root=self.root, shard=0, num_shards=1,
-                dataset="heldout", model_name=label, model=self.model, checkpoint_sha256=state_dict_sha256(timm_state),
+                dataset="heldout", model_name=label, model=self.model, checkpoint_sha256=state_dict_sha256(state_dict),
                 output=Path(folder) / "predictions.parquet", settings=self.settings,
                 preprocessing_overrides=self.preprocessing,
             )  # fmt: skip
@@ -841,35 +817,11 @@ def state_dict_sha256(state_dict: Mapping[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def load_ingredient(path: Path, *, member: str, averaging_format: str) -> dict[str, torch.Tensor]:
-    """Read an ingredient file: a timm-keyed safetensors checkpoint, or a raw download in its own format."""
-    from imagebench.checkpoints.state_dict import read_state_dict
+def load_ingredient(path: Path) -> dict[str, torch.Tensor]:
+    """Read an ingredient's timm-keyed safetensors checkpoint."""
+    from safetensors.torch import load_file
 
-    if averaging_format == "timm":
-        from safetensors.torch import load_file
-
-        return load_file(str(path), device="cpu")
-    return read_state_dict(model=member, path=Path(path))
-
-
-def format_adapter(*, averaging_format: str, architecture: str) -> Callable[[Mapping[str, torch.Tensor]], dict] | None:
-    """Return a function that converts a state dict of ``averaging_format`` to timm's keys, or None for timm."""
-    if averaging_format == "timm":
-        return None
-    import timm
-    import torch
-
-    from imagebench.checkpoints.adapters import ADAPTERS
-
-    adapter = ADAPTERS.get(averaging_format)
-    if adapter is None:
-        raise CheckpointError(
-            f"weights format {averaging_format!r} has no adapter in imagebench.checkpoints.adapters.ADAPTERS; "
-            f"registered: {', '.join(ADAPTERS)}"
-        )
-    with torch.device("meta"):
-        reference = timm.create_model(architecture, pretrained=False).state_dict()
-    return lambda state_dict: adapter(dict(state_dict), reference)
+    return load_file(str(path), device="cpu")
 
 
 def save_soup(
@@ -878,28 +830,33 @@ def save_soup(
     output: Path,
     provenance_output: Path,
     record: dict[str, Any],
-    param_count: int,
+    model: torch.nn.Module,
 ) -> dict[str, Any]:
-    """Write a soup's timm-keyed state dict as safetensors and its provenance JSON, both atomically."""
+    """Write a soup's timm-keyed state dict as safetensors and its provenance JSON, both atomically.
+
+    ``model`` is the model the soup was scored with; its head spec goes into the checkpoint's
+    metadata, and its parameter count into the provenance.
+    """
     import safetensors
     import timm
     import torch
-    from safetensors.torch import save_file
 
-    from imagebench.io import atomic_path, sha256_file, write_json_atomic
+    from imagebench.checkpoints.heads import head_of
+    from imagebench.checkpoints.load import save_checkpoint
+    from imagebench.io import sha256_file, write_json_atomic
 
-    tensors = {key: value.detach().contiguous().clone() for key, value in state_dict.items()}
-    with atomic_path(output) as temporary:
-        save_file(tensors, str(temporary), metadata={"format": "pt"})
+    head = head_of(model)
+    tensor_count = save_checkpoint(dict(state_dict), output, head=head)
     full = {
         **record,
         "weights_format": "timm",
+        "head": head,
         "raw_sha256": None,
         "safetensors_file": Path(output).name,
         "safetensors_sha256": sha256_file(output),
         "safetensors_size_bytes": Path(output).stat().st_size,
-        "tensor_count": len(tensors),
-        "param_count": param_count,
+        "tensor_count": tensor_count,
+        "param_count": sum(parameter.numel() for parameter in model.parameters()),
         "averaging": "float tensors: float64 mean cast back to the first ingredient's dtype; "
         "integer tensors: copied from the first ingredient",
         "torch_version": torch.__version__,
@@ -936,11 +893,9 @@ def build_uniform_soup(
     output: Path, provenance_output: Path,
 ) -> dict[str, Any]:  # fmt: skip
     """Average all ingredients of ``soup`` in config order, score the mean on the held-out split and save it."""
-    adapter = scorer.adapter
     running = RunningAverage()
     for ingredient in soup.ingredients:
-        running.add(load_ingredient(files[ingredient.name], member=ingredient.member,
-                                    averaging_format=soup.averaging_format), name=ingredient.name)  # fmt: skip
+        running.add(load_ingredient(files[ingredient.name]), name=ingredient.name)
     averaged = running.mean()
     correct = scorer.correct(averaged, label=soup.model_name("uniform"))
 
@@ -949,7 +904,6 @@ def build_uniform_soup(
         "architecture": soup.architecture,
         "soup": soup.name,
         "recipe": "uniform",
-        "averaging_format": soup.averaging_format,
         "ingredients": _ingredient_records(soup, files, None, None),
         "order": running.names,
         "used": running.names,
@@ -957,9 +911,8 @@ def build_uniform_soup(
         "heldout_images": scorer.images,
         "splits": splits,
     }
-    timm_state = adapter(averaged) if adapter is not None else averaged
-    return save_soup(state_dict=timm_state, output=output, provenance_output=provenance_output, record=record,
-                     param_count=sum(parameter.numel() for parameter in scorer.model.parameters()))  # fmt: skip
+    return save_soup(state_dict=averaged, output=output, provenance_output=provenance_output, record=record,
+                     model=scorer.model)  # fmt: skip
 
 
 def build_greedy_soup(
@@ -970,8 +923,7 @@ def build_greedy_soup(
     from imagebench.io import write_parquet_atomic
 
     def load(name: str) -> dict[str, torch.Tensor]:
-        ingredient = soup.ingredient(name)
-        return load_ingredient(files[name], member=ingredient.member, averaging_format=soup.averaging_format)
+        return load_ingredient(files[name])
 
     label = soup.model_name("greedy")
     averaged, steps = greedy_soup(
@@ -994,7 +946,6 @@ def build_greedy_soup(
         "architecture": soup.architecture,
         "soup": soup.name,
         "recipe": "greedy",
-        "averaging_format": soup.averaging_format,
         "ingredients": _ingredient_records(soup, files, heldout_correct, images),
         "order": [step.ingredient for step in steps],
         "used": [step.ingredient for step in steps if step.accepted],
@@ -1004,9 +955,8 @@ def build_greedy_soup(
         "acceptance": "an ingredient is kept only when the held-out top-1 of the mean strictly increases",
         "splits": splits,
     }
-    timm_state = scorer.adapter(averaged) if scorer.adapter is not None else averaged
-    return save_soup(state_dict=timm_state, output=output, provenance_output=provenance_output, record=record,
-                     param_count=sum(parameter.numel() for parameter in scorer.model.parameters()))  # fmt: skip
+    return save_soup(state_dict=averaged, output=output, provenance_output=provenance_output, record=record,
+                     model=scorer.model)  # fmt: skip
 
 
 def read_heldout_correct(paths: Mapping[str, Path]) -> tuple[dict[str, int], int]:
@@ -1182,7 +1132,6 @@ def _scorer(snakemake: Any, soup: SoupSpec) -> HeldoutScorer:
         root=Path(snakemake.params.heldout_root),
         evaluation=dict(snakemake.params.evaluation),
         threads=snakemake.threads,
-        adapter=format_adapter(averaging_format=soup.averaging_format, architecture=soup.architecture),
     )
 
 

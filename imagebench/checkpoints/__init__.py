@@ -9,5 +9,8 @@ The stage runs in three steps, each in its own module:
   and writes a safetensors file plus a provenance record.
 - ``load.load_model`` builds the timm model and loads that safetensors file strictly.
 
+A format whose models need a head that timm lacks (the model-soups CLIP ingredients) gets it
+from ``heads``; the safetensors metadata records the head, so every loader builds the same model.
+
 The submodules are imported explicitly because ``fetch`` does not need torch.
 """

@@ -12,10 +12,11 @@ from collections.abc import Callable
 
 from torch import Tensor
 
-from imagebench.checkpoints.adapters_clip import adapt_openai_clip
+from imagebench.checkpoints.adapters_clip import adapt_openai_clip, openai_clip_head
 from imagebench.errors import CheckpointError
 
 Adapter = Callable[[dict[str, Tensor], dict[str, Tensor]], dict[str, Tensor]]
+HeadSpecReader = Callable[[dict[str, Tensor]], "dict | None"]
 
 _NUM_BATCHES_TRACKED = "num_batches_tracked"
 
@@ -108,6 +109,18 @@ ADAPTERS: dict[str, Adapter] = {
     "efficientnet_pytorch": adapt_efficientnet_pytorch,
     "openai_clip": adapt_openai_clip,
 }
+
+# Formats whose checkpoints may need a head that timm lacks (imagebench.checkpoints.heads): each
+# reader returns the head spec that the source state dict needs, or None for timm's own head.
+HEAD_SPEC_READERS: dict[str, HeadSpecReader] = {
+    "openai_clip": openai_clip_head,
+}
+
+
+def head_spec(weights_format: str, source: dict[str, Tensor]) -> dict | None:
+    """Return the head spec that a state dict of ``weights_format`` needs, or None for timm's own head."""
+    reader = HEAD_SPEC_READERS.get(weights_format)
+    return reader(source) if reader is not None else None
 
 
 def _timm_block_prefixes(reference_keys: list[str]) -> list[str]:

@@ -3,7 +3,7 @@
 It reads the state dicts of ``clip.load("ViT-B/32")`` models, bare (``visual.conv1.weight``)
 or nested under a prefix such as ``model.`` or ``module.``. It also reads the model-soups
 ingredients, which wrap the CLIP model as ``model.*`` and add a ``classification_head`` (a
-Linear layer on the 512-d image embedding). Text-tower keys are dropped.
+Linear layer on the L2-normalised 512-d image embedding). Text-tower keys are dropped.
 
 The renames are those of timm 1.0's private ``_convert_openai_clip`` in
 ``timm/models/vision_transformer.py``; the tests check that both give the same tensors. timm's
@@ -14,9 +14,9 @@ must reject, not resample, a tensor of the wrong shape.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
+from imagebench.checkpoints.heads import normalized_embedding_spec
 from imagebench.errors import CheckpointError
 
 # The key that marks a CLIP image tower; its prefix is the prefix of every image-tower key.
@@ -44,12 +44,12 @@ def adapt_openai_clip(source: dict[str, Tensor], reference: dict[str, Tensor]) -
 
     Without a classification head, the 768x512 image projection ``visual.proj`` becomes timm's
     ``head`` with a zero bias, so the model outputs the 512-d CLIP embedding (num_classes=512).
-    With one (``classification_head.weight`` C x 512 and its bias), the projection is folded into
-    it: ``head.weight = W @ proj.T`` and ``head.bias = b``, computed in float64.
-
-    NOTE: the model-soups wrapper divides the 512-d embedding z by its L2 norm before the head,
-    and timm's VisionTransformer has no such layer. The adapted model returns ``W z + b`` instead
-    of ``W z / |z| + b``, so its top-k equals the original's only where the head bias is zero.
+    With one (``classification_head.weight`` C x 512 and its bias), the reference must have the
+    ``NormalizedEmbeddingHead`` that ``openai_clip_head`` asks for: the projection becomes
+    ``head.projection`` and the classification head ``head.classifier``, so the model computes
+    the model-soups logits ``W (z / |z|) + b`` exactly. Every tensor is renamed, reshaped or
+    transposed, never combined with another, so averaging converted ingredients equals
+    converting averaged ones.
     """
     prefix = _image_tower_prefix(source)
     adapted: dict[str, Tensor] = {}
@@ -71,6 +71,15 @@ def adapt_openai_clip(source: dict[str, Tensor], reference: dict[str, Tensor]) -
     adapted.update(_head(source, projection=projection))
     _check_against(adapted, reference)
     return adapted
+
+
+def openai_clip_head(source: dict[str, Tensor]) -> dict | None:
+    """Return the head spec a model-soups ingredient needs (a normalised-embedding head), or None for bare CLIP."""
+    classification = _classification_head(source)
+    if classification is None:
+        return None
+    weight, _ = classification
+    return normalized_embedding_spec(embed_dim=weight.shape[1], num_classes=weight.shape[0])
 
 
 def _image_tower_prefix(source: dict[str, Tensor]) -> str:
@@ -102,9 +111,29 @@ def _reshape(name: str, tensor: Tensor) -> Tensor:
 
 
 def _head(source: dict[str, Tensor], *, projection: Tensor) -> dict[str, Tensor]:
+    classification = _classification_head(source)
+    if classification is None:
+        return {"head.weight": projection.t().contiguous(), "head.bias": projection.new_zeros(projection.shape[1])}
+
+    weight, bias = classification
+    if weight.shape[1] != projection.shape[1]:
+        raise CheckpointError(
+            f"openai_clip adapter: the classification head has shape {tuple(weight.shape)}, but the image "
+            f"projection visual.proj has shape {tuple(projection.shape)}; the head must be "
+            f"(classes, {projection.shape[1]})."
+        )
+    return {
+        "head.projection.weight": projection.t().contiguous(),
+        "head.classifier.weight": weight,
+        "head.classifier.bias": bias,
+    }
+
+
+def _classification_head(source: dict[str, Tensor]) -> tuple[Tensor, Tensor] | None:
+    """Return the model-soups classification head (weight, bias) of ``source``, or None when it has none."""
     head_keys = [key for key in source if key.endswith(_HEAD_WEIGHT)]
     if not head_keys:
-        return {"head.weight": projection.t().contiguous(), "head.bias": projection.new_zeros(projection.shape[1])}
+        return None
     if len(head_keys) > 1:
         raise CheckpointError(
             f"openai_clip adapter: the source has {len(head_keys)} classification heads ({', '.join(head_keys)}); "
@@ -112,19 +141,16 @@ def _head(source: dict[str, Tensor], *, projection: Tensor) -> dict[str, Tensor]
         )
 
     weight_key = head_keys[0]
-    bias_key = weight_key[: -len(_HEAD_WEIGHT)] + _HEAD_BIAS
     weight = source[weight_key]
-    if weight.ndim != 2 or weight.shape[1] != projection.shape[1]:
+    if weight.ndim != 2:
         raise CheckpointError(
-            f"openai_clip adapter: {weight_key} has shape {tuple(weight.shape)}, but the image projection "
-            f"visual.proj has shape {tuple(projection.shape)}; the head must be (classes, {projection.shape[1]})."
+            f"openai_clip adapter: {weight_key} has shape {tuple(weight.shape)}; a classification head is "
+            "a matrix (classes, embedding)."
         )
-    bias = source.get(bias_key)
+    bias = source.get(weight_key[: -len(_HEAD_WEIGHT)] + _HEAD_BIAS)
     if bias is None:
         bias = weight.new_zeros(weight.shape[0])
-
-    folded = weight.to(torch.float64) @ projection.to(torch.float64).t()
-    return {"head.weight": folded.to(weight.dtype), "head.bias": bias}
+    return weight, bias
 
 
 def _check_against(adapted: dict[str, Tensor], reference: dict[str, Tensor]) -> None:

@@ -9,13 +9,14 @@ from typing import Any
 import safetensors
 import timm
 import torch
-from safetensors.torch import save_file
 from torch import Tensor
 
-from imagebench.checkpoints.adapters import ADAPTERS
+from imagebench.checkpoints.adapters import ADAPTERS, head_spec
+from imagebench.checkpoints.heads import attach_head
+from imagebench.checkpoints.load import save_checkpoint
 from imagebench.checkpoints.state_dict import read_state_dict
 from imagebench.errors import CheckpointError
-from imagebench.io import atomic_path, sha256_file, write_json_atomic
+from imagebench.io import sha256_file, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +53,9 @@ def convert_checkpoint(
     raw_sha256 = _check_raw_sha256(model=model, raw_path=raw_path, provenance=provenance)
     source_state_dict = read_state_dict(model=model, path=raw_path)
 
-    reference_model = _reference_model(model=model, architecture=architecture)
+    # A format may need a head that timm lacks; the checkpoint's metadata records it for load_model.
+    head = head_spec(weights_format, source_state_dict)
+    reference_model = _reference_model(model=model, architecture=architecture, head=head)
     reference = reference_model.state_dict()
     try:
         adapted = adapter(source_state_dict, reference)
@@ -62,15 +65,13 @@ def convert_checkpoint(
         model=model, architecture=architecture, state_dict=adapted, reference=reference, path=raw_path
     )
 
-    # Cloning gives every tensor its own contiguous storage, which safetensors requires.
-    tensors = {key: value.detach().contiguous().clone() for key, value in adapted.items()}
-    with atomic_path(output) as temporary:
-        save_file(tensors, str(temporary), metadata={"format": "pt"})
+    tensor_count = save_checkpoint(adapted, output, head=head)
 
     record = {
         "model": model,
         "architecture": architecture,
         "weights_format": weights_format,
+        "head": head,
         "source": provenance.get("source"),
         "fetch": provenance,
         "raw_sha256": raw_sha256,
@@ -78,14 +79,14 @@ def convert_checkpoint(
         "safetensors_file": output.name,
         "safetensors_sha256": sha256_file(output),
         "safetensors_size_bytes": output.stat().st_size,
-        "tensor_count": len(tensors),
+        "tensor_count": tensor_count,
         "param_count": sum(parameter.numel() for parameter in reference_model.parameters()),
         "torch_version": torch.__version__,
         "timm_version": timm.__version__,
         "safetensors_version": safetensors.__version__,
     }
     write_json_atomic(provenance_output, record)
-    logger.info("converted weights of %s to %s (%d tensors)", model, output, len(tensors))
+    logger.info("converted weights of %s to %s (%d tensors)", model, output, tensor_count)
     return record
 
 
@@ -137,8 +138,8 @@ def _check_raw_sha256(*, model: str, raw_path: Path, provenance: dict[str, Any])
     return actual
 
 
-def _reference_model(*, model: str, architecture: str) -> torch.nn.Module:
-    """Build ``architecture`` with uninitialised weights, because only its keys, shapes and sizes are read."""
+def _reference_model(*, model: str, architecture: str, head: dict[str, Any] | None) -> torch.nn.Module:
+    """Build ``architecture`` with ``head`` and uninitialised weights, because only its keys, shapes and sizes are read."""
     if not timm.is_model(architecture):
         raise CheckpointError(
             f"model '{model}': timm has no architecture {architecture!r}; "
@@ -146,12 +147,12 @@ def _reference_model(*, model: str, architecture: str) -> torch.nn.Module:
         )
     try:
         with torch.device("meta"):
-            return timm.create_model(architecture, pretrained=False)
+            return attach_head(timm.create_model(architecture, pretrained=False), head, name=architecture)
     except (NotImplementedError, RuntimeError) as error:
         # Some architectures compute values at build time, which meta tensors cannot hold.
         logger.debug("timm cannot build %s on the meta device (%s); building it on the CPU", architecture, error)
     try:
-        return timm.create_model(architecture, pretrained=False)
+        return attach_head(timm.create_model(architecture, pretrained=False), head, name=architecture)
     except RuntimeError as error:
         raise CheckpointError(
             f"model '{model}': timm cannot build {architecture!r}: {error}. Fix the architecture: value."

@@ -1,4 +1,4 @@
-"""Loading of converted checkpoints into timm models, and of their provenance records."""
+"""Reading and writing of converted checkpoints, the timm models they load into, and their provenance records."""
 
 from __future__ import annotations
 
@@ -8,27 +8,28 @@ from typing import Any
 
 import timm
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
 
+from imagebench.checkpoints.heads import attach_head, head_from_metadata, head_metadata
 from imagebench.errors import CheckpointError
+from imagebench.io import atomic_path
 
 
 def load_model(*, checkpoint: Path, architecture: str, pretrained_cfg: str | None = None) -> torch.nn.Module:
     """Build ``architecture`` with timm, load the safetensors ``checkpoint`` strictly and switch to eval mode.
+
+    A checkpoint whose metadata names a head (see ``imagebench.checkpoints.heads``) gets that
+    head in place of timm's before loading.
 
     ``pretrained_cfg`` is a timm pretrained tag of the same architecture, such as
     ``tf_efficientnet_lite0.in1k``. The model is built from that tag, without downloading
     anything, so that ``model.pretrained_cfg`` and ``timm.data.resolve_data_config(model=model)``
     give the tag's preprocessing.
     """
+    head = read_head(checkpoint)
+    model = build_model(architecture=architecture, pretrained_cfg=pretrained_cfg, head=head)
     name = _model_name(architecture=architecture, pretrained_cfg=pretrained_cfg)
-    try:
-        model = timm.create_model(name, pretrained=False)
-    except RuntimeError as error:
-        raise CheckpointError(
-            f"timm cannot build {name!r}: {error}. Fix the architecture: or pretrained_cfg: value."
-        ) from error
 
     try:
         state_dict = load_file(Path(checkpoint), device="cpu")
@@ -46,6 +47,41 @@ def load_model(*, checkpoint: Path, architecture: str, pretrained_cfg: str | Non
             f"checkpoint {checkpoint} does not fit timm's {name}: {detail}. Convert it again for this architecture."
         ) from error
     return model.eval()
+
+
+def build_model(
+    *, architecture: str, pretrained_cfg: str | None = None, head: dict[str, Any] | None = None
+) -> torch.nn.Module:
+    """Build ``architecture`` (or its ``pretrained_cfg`` tag) with timm, without weights, and attach ``head``."""
+    name = _model_name(architecture=architecture, pretrained_cfg=pretrained_cfg)
+    try:
+        model = timm.create_model(name, pretrained=False)
+    except RuntimeError as error:
+        raise CheckpointError(
+            f"timm cannot build {name!r}: {error}. Fix the architecture: or pretrained_cfg: value."
+        ) from error
+    return attach_head(model, head, name=name)
+
+
+def save_checkpoint(state_dict: dict[str, torch.Tensor], output: Path, *, head: dict[str, Any] | None) -> int:
+    """Write ``state_dict`` atomically as safetensors, recording ``head`` in its metadata; return the tensor count."""
+    # Cloning gives every tensor its own contiguous storage, which safetensors requires.
+    tensors = {key: value.detach().contiguous().clone() for key, value in state_dict.items()}
+    with atomic_path(Path(output)) as temporary:
+        save_file(tensors, str(temporary), metadata={"format": "pt", **head_metadata(head)})
+    return len(tensors)
+
+
+def read_head(checkpoint: Path) -> dict[str, Any] | None:
+    """Return the head spec recorded in the metadata of the safetensors ``checkpoint``, or None."""
+    try:
+        with safe_open(str(checkpoint), framework="pt", device="cpu") as handle:
+            metadata = handle.metadata()
+    except (OSError, SafetensorError) as error:
+        raise CheckpointError(
+            f"checkpoint {checkpoint} cannot be read as safetensors: {error}. Run the conversion step again."
+        ) from error
+    return head_from_metadata(metadata, checkpoint=str(checkpoint))
 
 
 def read_provenance(path: Path) -> dict[str, Any]:
