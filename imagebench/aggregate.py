@@ -41,6 +41,13 @@ LABEL_ORDER_CAUSES = (
 )
 
 
+PUBLISHED_LEGEND = (
+    "vs published: measured minus published accuracy in percentage points. "
+    "(outside 95% CI) marks a published value that lies outside the measured 95% interval, and "
+    "(other preprocessing) a published number measured with another img_size, crop_pct or interpolation."
+)
+
+
 class IncompletePredictionsError(ImagebenchError):
     """The prediction shards of a model do not cover its dataset's manifest exactly."""
 
@@ -75,7 +82,7 @@ def join_throughput(leaderboard: pl.DataFrame, throughput: pl.DataFrame) -> pl.D
 
     Rows of a test-resolution sweep or of a model without measurements get nulls.
     """
-    return leaderboard.join(throughput, on="model", how="left")
+    return leaderboard.join(throughput, on="model", how="left", maintain_order="left")
 
 
 def write_leaderboard(frame: pl.DataFrame, *, parquet: Path, csv: Path, markdown: Path) -> None:
@@ -86,7 +93,13 @@ def write_leaderboard(frame: pl.DataFrame, *, parquet: Path, csv: Path, markdown
 
 
 def leaderboard_markdown(frame: pl.DataFrame) -> str:
-    """Render the headline columns as a Markdown table, accuracies in percent with their 95% interval."""
+    """Render the headline columns as a Markdown table, accuracies in percent with their 95% interval.
+
+    When a row has a published counterpart (the columns that
+    ``imagebench.published.compare_with_published`` adds), the table also shows the published
+    model and the measured minus published difference, marked when the published value lies
+    outside the measured 95% interval. Without any such row those columns are left out.
+    """
     headline = frame.select(
         "dataset",
         "model",
@@ -99,17 +112,57 @@ def leaderboard_markdown(frame: pl.DataFrame) -> str:
         pl.col("crop_pct"),
         pl.col("interpolation"),
     )
+    published = _published_columns(frame)
+    if published:
+        headline = headline.with_columns(published)
+
     with pl.Config(
         tbl_formatting="MARKDOWN", tbl_hide_column_data_types=True, tbl_hide_dataframe_shape=True,
         tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=200, tbl_width_chars=1000,
     ):
         table = str(headline)
+    legend = f"\n\n{PUBLISHED_LEGEND}" if published else ""
     notes = [
         f"- {row['dataset']} / {row['model']}: {row['invalid_reason']}"
         for row in frame.filter(~pl.col("valid")).iter_rows(named=True)
     ]
     invalid = "\n\nInvalid rows, not published:\n\n" + "\n".join(notes) if notes else ""
-    return "# Leaderboard\n\n" + table + invalid + "\n"
+    return "# Leaderboard\n\n" + table + legend + invalid + "\n"
+
+
+def _published_columns(frame: pl.DataFrame) -> list[pl.Series]:
+    """Return the Markdown columns of the published comparison, or none when no row has a published counterpart."""
+    if "published_model" not in frame.columns or frame["published_model"].is_null().all():
+        return []
+
+    # Empty strings rather than nulls, because polars prints a null as the word "null".
+    names = [
+        _published_model_text(model, matches)
+        for model, matches in zip(frame["published_model"], frame["preprocessing_matches"])
+    ]
+    columns = [pl.Series("published model", names, dtype=pl.String)]
+    for metric, label in (("top1", "top-1"), ("top5", "top-5")):
+        if frame[f"{metric}_diff"].is_null().all():
+            continue
+        cells = [
+            _difference_text(difference, outside)
+            for difference, outside in zip(frame[f"{metric}_diff"], frame[f"{metric}_outside_ci"])
+        ]
+        columns.append(pl.Series(f"vs published {label} (pp)", cells, dtype=pl.String))
+    return columns
+
+
+def _published_model_text(model: str | None, preprocessing_matches: bool | None) -> str:
+    if model is None:
+        return ""
+    return f"{model} (other preprocessing)" if preprocessing_matches is False else model
+
+
+def _difference_text(difference: float | None, outside_ci: bool | None) -> str:
+    if difference is None:
+        return ""
+    text = f"{difference:+.2f}"
+    return f"{text} (outside 95% CI)" if outside_ci else text
 
 
 def _unless_invalid(text: pl.Expr) -> pl.Expr:

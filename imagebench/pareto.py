@@ -59,28 +59,32 @@ def pareto_front(frame: pl.DataFrame, *, x: str, y: str, by: Sequence[str] = ())
     return frame.with_columns(pl.Series("pareto", on_front, dtype=pl.Boolean))
 
 
-def accuracy_throughput_table(*, leaderboard: pl.DataFrame, throughput: pl.DataFrame) -> pl.DataFrame:
-    """Join top-1 per (dataset, model) with the best valid images per second per device type.
+def accuracy_throughput_table(*, leaderboard: pl.DataFrame) -> pl.DataFrame:
+    """Pair top-1 per (dataset, model) with the best valid images per second per device type.
 
-    ``throughput`` is the output of ``imagebench.throughput.summarize_throughput``. The
-    result has one row per (dataset, device type, model) with a valid measurement, a
+    ``leaderboard`` is results/leaderboard.parquet, whose throughput columns
+    (``cpu_images_per_second``, ``cpu_setting``, ``cpu_device_name`` and the same for
+    ``cuda``) rule aggregate joined from ``imagebench.throughput.summarize_throughput``.
+    The result has one row per (dataset, device type, model) with a valid measurement, a
     ``panel`` label naming the dataset and the device, and the ``pareto`` column of
     ``pareto_front`` computed within each panel.
     """
+    _check_throughput_columns(leaderboard)
     parts = []
     for device_type in DEVICE_TYPES:
         parts.append(
-            throughput.select(
+            leaderboard.select(
+                "dataset",
                 "model",
+                "top1",
                 pl.lit(device_type).alias("device_type"),
                 pl.col(f"{device_type}_device_name").alias("device_name"),
                 pl.col(f"{device_type}_images_per_second").alias("images_per_second"),
                 pl.col(f"{device_type}_setting").alias("setting"),
             )
         )
-    speeds = pl.concat(parts).filter(pl.col("images_per_second").is_not_null())
+    table = pl.concat(parts).filter(pl.col("images_per_second").is_not_null())
 
-    table = leaderboard.select("dataset", "model", "top1").join(speeds, on="model", how="inner")
     missing = sorted(set(leaderboard["model"]) - set(table["model"]))
     if missing:
         _LOGGER.warning("no valid throughput measurement for %s; left out of the figure", ", ".join(missing))
@@ -89,6 +93,18 @@ def accuracy_throughput_table(*, leaderboard: pl.DataFrame, throughput: pl.DataF
         pl.format("{} · {} ({})", pl.col("dataset"), pl.col("device_type"), pl.col("device_name")).alias("panel")
     ).sort("panel", "images_per_second")
     return pareto_front(table, x="images_per_second", y="top1", by=["panel"])
+
+
+def _check_throughput_columns(leaderboard: pl.DataFrame) -> None:
+    required = ["dataset", "model", "top1"] + [
+        f"{device_type}_{name}" for device_type in DEVICE_TYPES for name in ("device_name", "images_per_second", "setting")
+    ]
+    missing = [column for column in required if column not in leaderboard.columns]
+    if missing:
+        raise ValueError(
+            f"the leaderboard lacks the columns {missing}; pass results/leaderboard.parquet as written by rule "
+            "aggregate, which joins the throughput summary"
+        )
 
 
 def plot_accuracy_vs_throughput(table: pl.DataFrame) -> ggplot:

@@ -11,8 +11,9 @@ columns of timm's results CSV (model, top1, top5, img_size, crop_pct, interpolat
 - ``source``: the paper and table, or the repository file and commit, that gives the numbers.
 - ``notes``: the setting, and whatever was not checked.
 
-Snakemake imports this module while it parses the workflow, so polars is imported inside
-the functions that need it.
+Rule aggregate runs ``compare_with_published`` on the leaderboard, so results/leaderboard.*
+carry the ``COMPARISON_COLUMNS``. Snakemake imports this module while it parses the workflow,
+so polars is imported inside the functions that need it.
 """
 
 from __future__ import annotations
@@ -182,10 +183,19 @@ def compare_with_published(
         .alias("published_model"),
         pl.col("dataset").replace_strict(dict(datasets), default=None, return_dtype=pl.String).alias("published_dataset"),
     )
-    joined = keyed.join(candidates, on=["published_model", "published_dataset"], how="left", nulls_equal=False)
+    joined = keyed.join(
+        candidates, on=["published_model", "published_dataset"], how="left", nulls_equal=False, maintain_order="left"
+    )
     matched = pl.col("published_source").is_not_null()
     joined = joined.with_columns(pl.when(matched).then(pl.col("published_model")).alias("published_model"))
-    return joined.with_columns(*_comparison_expressions()).select(*leaderboard.columns, *COMPARISON_COLUMNS)
+    compared = joined.with_columns(*_comparison_expressions()).select(*leaderboard.columns, *COMPARISON_COLUMNS)
+
+    with_counterpart = compared.filter(pl.col("published_model").is_not_null())
+    _LOGGER.info(
+        "compared %d of %d leaderboard rows with published numbers; %d top-1 values lie outside the 95%% interval",
+        with_counterpart.height, compared.height, int(with_counterpart["top1_outside_ci"].sum() or 0),
+    )
+    return compared
 
 
 def _check_comparison_inputs(leaderboard: pl.DataFrame, *, mapping: Mapping[str, str], datasets: Mapping[str, str]) -> None:
@@ -194,6 +204,9 @@ def _check_comparison_inputs(leaderboard: pl.DataFrame, *, mapping: Mapping[str,
     missing = sorted(required - set(leaderboard.columns))
     if missing:
         raise ValueError(f"the leaderboard lacks the columns {missing}; pass the frame that build_leaderboard returns")
+    present = [column for column in COMPARISON_COLUMNS if column in leaderboard.columns]
+    if present:
+        raise ValueError(f"the leaderboard already has the published columns {present}; compare it only once")
     for name, value in (("mapping", mapping), ("datasets", datasets)):
         if not all(isinstance(key, str) and isinstance(target, str) for key, target in value.items()):
             raise ValueError(f"{name} must map strings to strings, got {dict(value)!r}")
@@ -266,32 +279,3 @@ def check_published_names(*, mapping: Mapping[str, str], datasets: Mapping[str, 
     ]
     if problems:
         raise ConfigError("invalid configuration:\n" + "\n".join(problems))
-
-
-def write_comparison(frame: pl.DataFrame, *, parquet: Path, csv: Path) -> None:
-    from imagebench.io import atomic_path, write_parquet_atomic
-
-    write_parquet_atomic(frame, parquet)
-    with atomic_path(csv) as temporary:
-        frame.write_csv(temporary)
-
-
-def compare_published_step(snakemake: Any) -> None:
-    """Job of rule compare_published: the leaderboard with the published columns, as Parquet and CSV."""
-    import polars as pl
-
-    from imagebench.steps import logging_to
-
-    with logging_to(snakemake.log[0] if len(snakemake.log) else None):
-        published = read_published(snakemake.input.published)
-        mapping, datasets = dict(snakemake.params.mapping), dict(snakemake.params.datasets)
-        check_published_names(mapping=mapping, datasets=datasets, published=published)
-        frame = compare_with_published(
-            pl.read_parquet(snakemake.input.leaderboard), published, mapping=mapping, datasets=datasets
-        )
-        write_comparison(frame, parquet=Path(snakemake.output.parquet), csv=Path(snakemake.output.csv))
-        compared = frame.filter(pl.col("published_model").is_not_null())
-        _LOGGER.info(
-            "compared %d of %d leaderboard rows with published numbers; %d top-1 values lie outside the 95%% interval",
-            compared.height, frame.height, int(compared["top1_outside_ci"].sum() or 0),
-        )

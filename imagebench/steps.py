@@ -155,16 +155,25 @@ def evaluate_shard(snakemake: Any) -> None:
 
 
 def aggregate(snakemake: Any) -> None:
+    """Run rule aggregate: the leaderboard with the throughput summary and the published comparison."""
     from imagebench.aggregate import build_leaderboard, join_throughput, write_leaderboard
+    from imagebench.published import check_published_names, compare_with_published, read_published
     from imagebench.throughput import summarize_throughput
 
+    params = snakemake.params
     with logging_to(_log_file(snakemake)):
+        # Checked before the predictions are read, so that a misspelt published_as fails at once.
+        published = read_published(snakemake.input.published)
+        published_models, published_datasets = dict(params.published_models), dict(params.published_datasets)
+        check_published_names(mapping=published_models, datasets=published_datasets, published=published)
+
         frame = build_leaderboard(
             predictions=[Path(path) for path in snakemake.input.predictions],
-            manifests=dict(zip(snakemake.params.datasets, map(Path, snakemake.input.manifests))),
-            provenances=dict(zip(snakemake.params.evaluations, map(Path, snakemake.input.provenances))),
+            manifests=dict(zip(params.datasets, map(Path, snakemake.input.manifests))),
+            provenances=dict(zip(params.evaluations, map(Path, snakemake.input.provenances))),
         )
         frame = join_throughput(frame, summarize_throughput([Path(path) for path in snakemake.input.throughput]))
+        frame = compare_with_published(frame, published, mapping=published_models, datasets=published_datasets)
         write_leaderboard(
             frame,
             parquet=Path(snakemake.output.parquet),

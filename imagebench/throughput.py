@@ -805,10 +805,7 @@ def plot_pareto_step(snakemake: Any) -> None:
 
     with logging_to(snakemake.log[0] if len(snakemake.log) else None):
         settings = FigureSettings.from_config(snakemake.params.figures)
-        table = accuracy_throughput_table(
-            leaderboard=pl.read_parquet(snakemake.input.leaderboard),
-            throughput=summarize_throughput([Path(path) for path in snakemake.input.throughput]),
-        )
+        table = accuracy_throughput_table(leaderboard=pl.read_parquet(snakemake.input.leaderboard))
         figure = plot_accuracy_vs_throughput(table)
         save_figure(figure, Path(snakemake.output.png), settings)
         save_figure(figure, Path(snakemake.output.svg), settings)

@@ -9,6 +9,14 @@ from helpers import write_synset_manifest
 from imagebench.aggregate import IncompletePredictionsError, build_leaderboard, leaderboard_markdown, write_leaderboard
 from imagebench.evaluate import EvaluationSettings, evaluate_shard
 from imagebench.io import read_parquet_metadata, write_parquet_atomic
+from imagebench.published import (
+    COMPARISON_COLUMNS,
+    DEFAULT_TABLE,
+    compare_with_published,
+    published_schema,
+    read_published,
+    validate_published,
+)
 
 
 def _provenance(tmp_path: Path, record: dict) -> Path:
@@ -153,3 +161,101 @@ def test_write_leaderboard_formats(evaluated, tmp_path):
     markdown = outputs["markdown"].read_text()
     assert "| lite0" in markdown
     assert "top-1 % (95% CI)" in markdown
+
+
+def _published_table(**overrides) -> pl.DataFrame:
+    """A real published-results table: the repository's rows plus one for lite0 on the 60-image sample."""
+    row = {
+        "model": "tf_efficientnet_lite0.in1k", "top1": 50.0, "top5": 90.0, "img_size": 224, "crop_pct": 0.875,
+        "interpolation": "bicubic", "dataset": "sample-60", "kind": "model", "weights_public": True,
+        "source": "written by this test", "notes": "", **overrides,
+    }  # fmt: skip
+    table = pl.concat([read_published(DEFAULT_TABLE), pl.DataFrame([row], schema=published_schema())])
+    validate_published(table, source="test table")
+    return table
+
+
+def _compared(frame: pl.DataFrame, published: pl.DataFrame, *, datasets: dict[str, str]) -> pl.DataFrame:
+    return compare_with_published(
+        frame, published, mapping={"lite0": "tf_efficientnet_lite0.in1k"}, datasets=datasets
+    )
+
+
+@pytest.fixture(scope="module")
+def leaderboard(evaluated, tmp_path_factory) -> pl.DataFrame:
+    folder = tmp_path_factory.mktemp("published")
+    return build_leaderboard(
+        predictions=evaluated["predictions"],
+        manifests={"sample": evaluated["manifest"]},
+        provenances={"lite0": _provenance(folder, evaluated["provenance"])},
+    )
+
+
+def test_published_inside_interval_not_flagged(leaderboard):
+    measured = leaderboard.row(0, named=True)
+    published = _published_table(top1=measured["top1"] - 1.0, top5=measured["top5"])
+
+    row = _compared(leaderboard, published, datasets={"sample": "sample-60"}).row(0, named=True)
+
+    assert row["published_model"] == "tf_efficientnet_lite0.in1k"
+    assert row["top1_diff"] == pytest.approx(1.0)
+    assert row["top1_outside_ci"] is False
+    assert row["top5_diff"] == pytest.approx(0.0)
+    assert row["top5_outside_ci"] is False
+    assert row["preprocessing_matches"] is True
+
+
+def test_published_outside_interval_flagged(leaderboard):
+    measured = leaderboard.row(0, named=True)
+    published = _published_table(top1=measured["top1_high"] + 2.0)
+
+    row = _compared(leaderboard, published, datasets={"sample": "sample-60"}).row(0, named=True)
+
+    assert row["top1_diff"] == pytest.approx(measured["top1"] - measured["top1_high"] - 2.0, abs=1e-3)
+    assert row["top1_diff"] < 0
+    assert row["top1_outside_ci"] is True
+
+
+def test_sample_without_published_dataset_gets_nulls(leaderboard):
+    compared = _compared(leaderboard, _published_table(), datasets={})
+
+    assert compared.select(COMPARISON_COLUMNS).row(0) == (None,) * len(COMPARISON_COLUMNS)
+    assert "vs published" not in leaderboard_markdown(compared)
+    assert "published model" not in leaderboard_markdown(compared)
+
+
+def test_markdown_marks_published_outside_interval(leaderboard):
+    measured = leaderboard.row(0, named=True)
+    published = _published_table(top1=measured["top1_high"] + 2.0, top5=None, img_size=260)
+    # A second dataset of the same images without published_dataset: its cells stay empty.
+    both = pl.concat([leaderboard, leaderboard.with_columns(pl.lit("sample-copy").alias("dataset"))])
+
+    markdown = leaderboard_markdown(_compared(both, published, datasets={"sample": "sample-60"}))
+    lines = markdown.splitlines()
+    header = next(line for line in lines if line.startswith("| dataset"))
+    compared_line = next(line for line in lines if line.startswith("| sample "))
+    other_line = next(line for line in lines if line.startswith("| sample-copy"))
+    difference = measured["top1"] - measured["top1_high"] - 2.0
+
+    assert "vs published top-1 (pp)" in header
+    assert "published model" in header
+    # Every published top-5 is empty, so that column is left out.
+    assert "vs published top-5" not in header
+    assert f"{difference:+.2f} (outside 95% CI)" in compared_line
+    assert "tf_efficientnet_lite0.in1k (other preprocessing)" in compared_line
+    assert "outside" not in other_line
+    assert "tf_efficientnet_lite0" not in other_line
+    assert "null" not in markdown
+    assert "measured minus published" in markdown
+
+
+def test_markdown_difference_inside_interval_unmarked(leaderboard):
+    measured = leaderboard.row(0, named=True)
+    published = _published_table(top1=measured["top1"] - 1.0, top5=measured["top5"])
+
+    markdown = leaderboard_markdown(_compared(leaderboard, published, datasets={"sample": "sample-60"}))
+    line = next(line for line in markdown.splitlines() if line.startswith("| sample "))
+
+    assert "+1.00" in line
+    assert "+0.00" in line
+    assert "outside" not in line

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from imagebench.aggregate import join_throughput
 from imagebench.figures import FigureSettings, save_figure
 from imagebench.pareto import accuracy_throughput_table, pareto_front, plot_accuracy_vs_throughput
 from imagebench.throughput import summary_schema
@@ -77,7 +78,7 @@ def test_front_matches_definition(points: list[tuple[int, int]]):
     assert any(marked)
 
 
-def _leaderboard() -> pl.DataFrame:
+def _accuracies() -> pl.DataFrame:
     return pl.DataFrame(
         {
             "dataset": ["imagenet", "imagenet", "imagenet", "imagenet"],
@@ -100,9 +101,14 @@ def _throughput() -> pl.DataFrame:
     return pl.DataFrame(rows, schema=summary_schema())
 
 
+def _leaderboard(throughput: pl.DataFrame | None = None) -> pl.DataFrame:
+    """A leaderboard as rule aggregate writes it: accuracies with the throughput summary joined by model."""
+    return join_throughput(_accuracies(), _throughput() if throughput is None else throughput)
+
+
 def test_table_joins_top1_and_speed_per_device(caplog: pytest.LogCaptureFixture):
     with caplog.at_level(logging.WARNING):
-        table = accuracy_throughput_table(leaderboard=_leaderboard(), throughput=_throughput())
+        table = accuracy_throughput_table(leaderboard=_leaderboard())
 
     assert "unmeasured" in caplog.text
     assert table.height == 5
@@ -114,8 +120,25 @@ def test_table_joins_top1_and_speed_per_device(caplog: pytest.LogCaptureFixture)
     assert dict(zip(cuda["model"], cuda["pareto"])) == {"lite0": True, "lite1": True}
 
 
+def test_table_reads_speeds_from_leaderboard_only():
+    table = accuracy_throughput_table(leaderboard=_leaderboard())
+
+    assert table.columns == [
+        "dataset", "model", "top1", "device_type", "device_name", "images_per_second", "setting", "panel", "pareto",
+    ]  # fmt: skip
+    lite0_cpu = table.filter((pl.col("model") == "lite0") & (pl.col("device_type") == "cpu")).row(0, named=True)
+    assert lite0_cpu["images_per_second"] == 90.0
+    assert lite0_cpu["setting"] == "cpu-fp32-b32"
+    assert lite0_cpu["device_name"] == "Xeon"
+
+
+def test_leaderboard_without_throughput_rejected():
+    with pytest.raises(ValueError, match="cpu_images_per_second"):
+        accuracy_throughput_table(leaderboard=_accuracies())
+
+
 def test_figure_steps_through_front_only():
-    table = accuracy_throughput_table(leaderboard=_leaderboard(), throughput=_throughput())
+    table = accuracy_throughput_table(leaderboard=_leaderboard())
     figure = plot_accuracy_vs_throughput(table)
 
     step = figure.layers[0]
@@ -126,7 +149,7 @@ def test_figure_steps_through_front_only():
 
 
 def test_figure_saved_as_png_and_svg(tmp_path: Path):
-    table = accuracy_throughput_table(leaderboard=_leaderboard(), throughput=_throughput())
+    table = accuracy_throughput_table(leaderboard=_leaderboard())
     figure = plot_accuracy_vs_throughput(table)
     for name in ("pareto.png", "pareto.svg"):
         save_figure(figure, tmp_path / name, SMALL_FIGURE)
@@ -137,7 +160,7 @@ def test_figure_saved_as_png_and_svg(tmp_path: Path):
 
 def test_figure_without_measurements(tmp_path: Path):
     empty = pl.DataFrame(schema=summary_schema())
-    table = accuracy_throughput_table(leaderboard=_leaderboard(), throughput=empty)
+    table = accuracy_throughput_table(leaderboard=_leaderboard(empty))
     assert table.is_empty()
     save_figure(plot_accuracy_vs_throughput(table), tmp_path / "empty.png", SMALL_FIGURE)
     assert (tmp_path / "empty.png").stat().st_size > 0

@@ -274,6 +274,26 @@ def test_leaderboard_without_interval_columns_is_rejected(published):
         compare_with_published(leaderboard_rows([{}]).drop("top1_low"), published, mapping={}, datasets={})
 
 
+def test_compared_leaderboard_is_rejected(published):
+    mapping, datasets = {"efficientnet_lite0": "tf_efficientnet_lite0.in1k"}, {"imagenet-val": "imagenet-val"}
+    compared = compare_with_published(leaderboard_rows([{}]), published, mapping=mapping, datasets=datasets)
+
+    with pytest.raises(ValueError, match="compare it only once"):
+        compare_with_published(compared, published, mapping=mapping, datasets=datasets)
+
+
+def test_comparison_keeps_leaderboard_order(published):
+    models = [f"model_{index}" for index in range(50)]
+    leaderboard = leaderboard_rows([{"model": model} for model in models])
+
+    compared = compare_with_published(
+        leaderboard, published, mapping={"model_7": "tf_efficientnet_lite0.in1k"}, datasets={"imagenet-val": "imagenet-val"}
+    )
+
+    assert compared["model"].to_list() == models
+    assert compared.filter(pl.col("published_model").is_not_null())["model"].to_list() == ["model_7"]
+
+
 def test_mapping_and_datasets_come_from_config():
     config = {
         "models": {"a": {"published_as": "tf_efficientnet_lite0.in1k"}, "b": {}},

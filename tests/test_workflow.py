@@ -1,10 +1,13 @@
 """A real Snakemake run of a small config: outputs, no-op reruns and targeted reruns."""
 
+import shutil
 from pathlib import Path
 
 import polars as pl
 import pytest
+import yaml
 
+from imagebench.published import COMPARISON_COLUMNS, DEFAULT_TABLE, published_schema, read_published
 from workflow_runner import planned_jobs, small_config, snakemake, write_config
 
 pytestmark = pytest.mark.slow
@@ -27,7 +30,7 @@ def test_run_writes_leaderboard_and_figures(finished_run: Path):
     for name in (
         "leaderboard.parquet", "leaderboard.csv", "leaderboard.md", "figures/accuracy.png", "figures/accuracy.svg",
         "figures/accuracy_vs_throughput.png", "throughput/efficientnet_lite0/cpu-fp32-b4.parquet",
-        "published/comparison.parquet", "figures/published.png",
+        "figures/published.png",
     ):
         assert (results / name).stat().st_size > 0, name
 
@@ -41,6 +44,10 @@ def test_run_writes_leaderboard_and_figures(finished_run: Path):
     assert row["source_sha256"] == "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
     assert row["cpu_images_per_second"] > 0
     assert row["cpu_setting"] == "cpu-fp32-b4"
+    # The sample declares no published_dataset, so nothing is set against published numbers.
+    assert all(row[column] is None for column in COMPARISON_COLUMNS)
+    assert not (results / "published").exists()
+    assert "vs published" not in (results / "leaderboard.md").read_text()
 
 
 def test_second_run_has_nothing_to_do(finished_run: Path):
@@ -50,8 +57,7 @@ def test_second_run_has_nothing_to_do(finished_run: Path):
 def test_deleted_shard_reruns_only_dependents(finished_run: Path):
     (finished_run / "results/predictions/sample/efficientnet_lite0/shard-1-of-2.parquet").unlink()
     assert planned_jobs(finished_run) == {
-        "evaluate_shard": 1, "aggregate": 1, "plot_accuracy": 1, "compare_published": 1, "plot_published": 1,
-        "plot_pareto": 1, "all": 1,
+        "evaluate_shard": 1, "aggregate": 1, "plot_accuracy": 1, "plot_published": 1, "plot_pareto": 1, "all": 1,
     }
     snakemake(finished_run, "--cores", "2")
     assert planned_jobs(finished_run) == {}
@@ -65,6 +71,44 @@ def test_figure_setting_reruns_only_figures(finished_run: Path):
         assert planned_jobs(finished_run) == {"plot_accuracy": 1, "plot_published": 1, "plot_pareto": 1, "all": 1}
     finally:
         config_path.write_text(original)
+
+
+def _published_table_for(measured: dict, path: Path) -> Path:
+    """Write the repository's published table plus a lite0 row for the sample: top-1 outside the interval, top-5 inside."""
+    row = {
+        "model": "tf_efficientnet_lite0.in1k", "top1": measured["top1_low"] - 5.0, "top5": measured["top5"],
+        "img_size": measured["img_size"], "crop_pct": measured["crop_pct"], "interpolation": measured["interpolation"],
+        "dataset": "sample-10", "kind": "model", "weights_public": True, "source": "written by this test", "notes": "",
+    }  # fmt: skip
+    pl.concat([read_published(DEFAULT_TABLE), pl.DataFrame([row], schema=published_schema())]).write_csv(path)
+    return path
+
+
+def test_published_counterpart_reaches_leaderboard(finished_run: Path, tmp_path: Path):
+    workdir = tmp_path / "run"
+    shutil.copytree(finished_run, workdir, symlinks=True)
+    measured = pl.read_parquet(workdir / "results/leaderboard.parquet").row(0, named=True)
+    config = yaml.safe_load((workdir / "config.yaml").read_text())
+    config["datasets"]["sample"]["published_dataset"] = "sample-10"
+    config["models"]["efficientnet_lite0"]["published_as"] = "tf_efficientnet_lite0.in1k"
+    config["published"] = {"table": str(_published_table_for(measured, tmp_path / "published.csv"))}
+    write_config(workdir, config)
+
+    # No evaluation or throughput job: only the leaderboard and what reads it.
+    assert planned_jobs(workdir) == {"aggregate": 1, "plot_accuracy": 1, "plot_published": 1, "plot_pareto": 1, "all": 1}
+    snakemake(workdir, "--cores", "2")
+
+    row = pl.read_parquet(workdir / "results/leaderboard.parquet").row(0, named=True)
+    assert row["published_model"] == "tf_efficientnet_lite0.in1k"
+    assert row["top1_diff"] == pytest.approx(row["top1"] - row["top1_low"] + 5.0, abs=1e-3)
+    assert row["top1_outside_ci"] is True
+    assert row["top5_diff"] == pytest.approx(0.0)
+    assert row["top5_outside_ci"] is False
+    assert row["preprocessing_matches"] is True
+    assert pl.read_csv(workdir / "results/leaderboard.csv")["top1_outside_ci"].to_list() == [True]
+    markdown = (workdir / "results/leaderboard.md").read_text()
+    assert "vs published top-1 (pp)" in markdown
+    assert f"{row['top1_diff']:+.2f} (outside 95% CI)" in markdown
 
 
 def test_report_builds(finished_run: Path):

@@ -39,7 +39,6 @@ def get_final_outputs():
         "results/figures/accuracy.svg",
         "results/figures/accuracy_vs_throughput.png",
         "results/figures/accuracy_vs_throughput.svg",
-        "results/published/comparison.parquet",
         "results/figures/published.png",
         "results/figures/published.svg",
         *ib_soups.soup_outputs(config),

@@ -37,7 +37,6 @@ rule measure_throughput:
 rule plot_pareto:
     input:
         leaderboard="results/leaderboard.parquet",
-        throughput=ib_throughput.throughput_paths(config),
     output:
         png=report(
             "results/figures/accuracy_vs_throughput.png",
