@@ -10,10 +10,12 @@ allowed.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib.metadata
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import jsonschema
 import yaml
@@ -26,6 +28,8 @@ _LOGGER = logging.getLogger(__name__)
 ARCHITECTURE_CACHE = Path("results") / ".cache"
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+
+_Settings = TypeVar("_Settings")
 
 
 def load_schema(path: Path = SCHEMA_PATH) -> dict[str, Any]:
@@ -205,3 +209,15 @@ def _check_semantics(config: dict[str, Any]) -> None:
 
     if problems:
         raise ConfigError("invalid configuration:\n" + "\n".join(problems))
+
+
+def settings_from_section(cls: type[_Settings], section: Mapping[str, Any]) -> _Settings:
+    """Build the dataclass ``cls`` from the keys of a config section that name its fields.
+
+    A field whose key is missing keeps its default. Keys that name no field are ignored,
+    because a section may contain keys that other code reads, such as throughput's
+    ``settings``. The JSON schema has already rejected unknown keys, and each class keeps
+    its own range checks.
+    """
+    names = [field.name for field in dataclasses.fields(cls) if field.init]
+    return cls(**{name: section[name] for name in names if name in section})

@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from imagebench.config import settings_from_section
 from imagebench.images import decode_rgb
 from imagebench.io import read_parquet_metadata, write_parquet_atomic
 from imagebench.predictions import PREDICTION_SCHEMA, read_prediction_metadata  # noqa: F401 (re-exported)
@@ -37,7 +38,7 @@ class EvaluationSettings:
 
     @classmethod
     def from_config(cls, section: dict[str, Any]) -> EvaluationSettings:
-        return cls(**{key: section[key] for key in cls.__dataclass_fields__ if key in section})
+        return settings_from_section(cls, section)
 
 
 @dataclass

@@ -29,6 +29,7 @@ from plotnine import (  # noqa: E402
     theme_bw,
 )
 
+from imagebench.config import settings_from_section  # noqa: E402
 from imagebench.io import atomic_path  # noqa: E402
 
 _LOGGER = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ class FigureSettings:
 
     @classmethod
     def from_config(cls, section: dict[str, Any]) -> FigureSettings:
-        return cls(**{key: section[key] for key in cls.__dataclass_fields__ if key in section})
+        return settings_from_section(cls, section)
 
 
 def accuracy_long(leaderboard: pl.DataFrame) -> pl.DataFrame:

@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from imagebench.steps import job
+
 if TYPE_CHECKING:
     import polars as pl
     from plotnine import ggplot
@@ -111,7 +113,9 @@ def plot_published(leaderboard: pl.DataFrame, published: pl.DataFrame, settings:
         # Two columns keep long dataset names inside the figure's width.
         + guides(colour=guide_legend(ncol=2))
         + theme_bw()
-        + theme(legend_position="bottom", legend_box="vertical", axis_text_y=element_text(size=7))
+        # The panels have their own x scales, so without spacing the last tick label of one
+        # runs into the first tick label of the next.
+        + theme(legend_position="bottom", legend_box="vertical", axis_text_y=element_text(size=7), panel_spacing=0.04)
     )
     if palette:
         from plotnine import scale_colour_manual
@@ -141,6 +145,7 @@ def _dataset_palette(datasets: list[str]) -> dict[str, str]:
     return {dataset: colours[index % len(colours)] for index, dataset in enumerate(datasets)}
 
 
+@job
 def plot_published_step(snakemake: Any) -> None:
     """Job of rule plot_published: the comparison figure as PNG and SVG."""
     import dataclasses
@@ -149,13 +154,11 @@ def plot_published_step(snakemake: Any) -> None:
 
     from imagebench.figures import FigureSettings, save_figure
     from imagebench.published import read_published
-    from imagebench.steps import logging_to
 
-    with logging_to(snakemake.log[0] if len(snakemake.log) else None):
-        leaderboard = pl.read_parquet(snakemake.input.leaderboard)
-        published = read_published(snakemake.input.published)
-        settings = FigureSettings.from_config(snakemake.params.figures)
-        settings = dataclasses.replace(settings, height=figure_height(leaderboard, published, settings))
-        figure = plot_published(leaderboard, published, settings)
-        save_figure(figure, Path(snakemake.output.png), settings)
-        save_figure(figure, Path(snakemake.output.svg), settings)
+    leaderboard = pl.read_parquet(snakemake.input.leaderboard)
+    published = read_published(snakemake.input.published)
+    settings = FigureSettings.from_config(snakemake.params.figures)
+    settings = dataclasses.replace(settings, height=figure_height(leaderboard, published, settings))
+    figure = plot_published(leaderboard, published, settings)
+    save_figure(figure, Path(snakemake.output.png), settings)
+    save_figure(figure, Path(snakemake.output.svg), settings)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from imagebench.errors import ConfigError
+from imagebench.steps import job
 
 if TYPE_CHECKING:
     import torch
@@ -314,26 +315,24 @@ def finetune_checkpoint(
     return record
 
 
+@job
 def finetune_step(snakemake: Any) -> None:
     """Job of rule finetune_ingredient."""
     import json
 
-    from imagebench.steps import logging_to
-
     params = snakemake.params
-    with logging_to(snakemake.log[0] if len(snakemake.log) else None):
-        finetune_checkpoint(
-            name=params.member,
-            base_model=params.base_model,
-            base_checkpoint=Path(snakemake.input.checkpoint),
-            base_provenance=json.loads(Path(snakemake.input.provenance).read_text(encoding="utf-8")),
-            architecture=params.architecture,
-            pretrained_cfg=params.pretrained_cfg,
-            preprocessing=params.preprocessing,
-            split_manifest=Path(snakemake.input.split),
-            dataset_root=Path(params.root),
-            settings=FinetuneSettings.from_config(dict(params.settings), field=params.field),
-            threads=snakemake.threads,
-            output=Path(snakemake.output.checkpoint),
-            provenance_output=Path(snakemake.output.provenance),
-        )
+    finetune_checkpoint(
+        name=params.member,
+        base_model=params.base_model,
+        base_checkpoint=Path(snakemake.input.checkpoint),
+        base_provenance=json.loads(Path(snakemake.input.provenance).read_text(encoding="utf-8")),
+        architecture=params.architecture,
+        pretrained_cfg=params.pretrained_cfg,
+        preprocessing=params.preprocessing,
+        split_manifest=Path(snakemake.input.split),
+        dataset_root=Path(params.root),
+        settings=FinetuneSettings.from_config(dict(params.settings), field=params.field),
+        threads=snakemake.threads,
+        output=Path(snakemake.output.checkpoint),
+        provenance_output=Path(snakemake.output.provenance),
+    )

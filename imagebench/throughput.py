@@ -27,8 +27,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from imagebench.config import settings_from_section
 from imagebench.errors import ConfigError
-from imagebench.steps import logging_to
+from imagebench.steps import job
 
 if TYPE_CHECKING:
     import polars as pl
@@ -121,7 +122,7 @@ class TimingOptions:
 
     @classmethod
     def from_config(cls, section: dict[str, Any]) -> TimingOptions:
-        options = cls(**{key: section[key] for key in cls.__dataclass_fields__ if key in section})
+        options = settings_from_section(cls, section)
         if options.min_iterations < 1 or options.check_images < 1 or options.warmup_iterations < 0:
             raise ConfigError(
                 "throughput: min_iterations and check_images must be >= 1 and warmup_iterations >= 0; "
@@ -749,6 +750,7 @@ def _best_per_device(measurements: pl.DataFrame, device_type: str) -> pl.DataFra
 # -- workflow steps ---------------------------------------------------------------------------------
 
 
+@job
 def measure_throughput_step(snakemake: Any) -> None:
     """Run rule measure_throughput: load the checkpoint, measure one setting and write its row."""
     import json
@@ -759,43 +761,43 @@ def measure_throughput_step(snakemake: Any) -> None:
     from imagebench.runtime import run_record, select_device
 
     params = snakemake.params
-    with logging_to(snakemake.log[0] if len(snakemake.log) else None):
-        setting = ThroughputSetting.from_config(snakemake.wildcards.setting, dict(params.setting))
-        options = TimingOptions.from_config(dict(params.options))
-        model = load_model(
-            checkpoint=Path(snakemake.input.checkpoint),
-            architecture=params.architecture,
-            pretrained_cfg=params.pretrained_cfg,
+    setting = ThroughputSetting.from_config(snakemake.wildcards.setting, dict(params.setting))
+    options = TimingOptions.from_config(dict(params.options))
+    model = load_model(
+        checkpoint=Path(snakemake.input.checkpoint),
+        architecture=params.architecture,
+        pretrained_cfg=params.pretrained_cfg,
+    )
+    overrides = dict(params.preprocessing or {})
+    if setting.img_size is not None:
+        overrides["img_size"] = setting.img_size
+    data_config = resolve_preprocessing(model, overrides)
+
+    if hasattr(snakemake.input, "manifest"):
+        images = load_check_images(
+            manifest_path=Path(snakemake.input.manifest), dataset_root=Path(params.dataset_root),
+            data_config=data_config, count=options.check_images, dataset=params.dataset,
         )
-        overrides = dict(params.preprocessing or {})
-        if setting.img_size is not None:
-            overrides["img_size"] = setting.img_size
-        data_config = resolve_preprocessing(model, overrides)
+    else:
+        images = random_check_images(input_size=data_config["input_size"], count=options.check_images, seed=options.seed)
 
-        if hasattr(snakemake.input, "manifest"):
-            images = load_check_images(
-                manifest_path=Path(snakemake.input.manifest), dataset_root=Path(params.dataset_root),
-                data_config=data_config, count=options.check_images, dataset=params.dataset,
-            )
-        else:
-            images = random_check_images(input_size=data_config["input_size"], count=options.check_images, seed=options.seed)
-
-        row = measure_throughput(
-            model=model, model_name=snakemake.wildcards.model, architecture=params.architecture, setting=setting,
-            options=options, images=images,
-            checkpoint_sha256=sha256_file(snakemake.input.checkpoint),
-        )
-        record = {"setting": asdict(setting), "options": asdict(options), "preprocessing": describe_preprocessing(data_config)}
-        write_parquet_atomic(
-            row,
-            Path(snakemake.output.measurement),
-            metadata={
-                "imagebench.throughput": json.dumps(record, sort_keys=True),
-                "imagebench.run": json.dumps(run_record(select_device(setting.device)), sort_keys=True),
-            },
-        )
+    row = measure_throughput(
+        model=model, model_name=snakemake.wildcards.model, architecture=params.architecture, setting=setting,
+        options=options, images=images,
+        checkpoint_sha256=sha256_file(snakemake.input.checkpoint),
+    )
+    record = {"setting": asdict(setting), "options": asdict(options), "preprocessing": describe_preprocessing(data_config)}
+    write_parquet_atomic(
+        row,
+        Path(snakemake.output.measurement),
+        metadata={
+            "imagebench.throughput": json.dumps(record, sort_keys=True),
+            "imagebench.run": json.dumps(run_record(select_device(setting.device)), sort_keys=True),
+        },
+    )
 
 
+@job
 def plot_pareto_step(snakemake: Any) -> None:
     """Run rule plot_pareto: draw top-1 against images per second, with the Pareto front."""
     import polars as pl
@@ -803,9 +805,8 @@ def plot_pareto_step(snakemake: Any) -> None:
     from imagebench.figures import FigureSettings, save_figure
     from imagebench.pareto import accuracy_throughput_table, plot_accuracy_vs_throughput
 
-    with logging_to(snakemake.log[0] if len(snakemake.log) else None):
-        settings = FigureSettings.from_config(snakemake.params.figures)
-        table = accuracy_throughput_table(leaderboard=pl.read_parquet(snakemake.input.leaderboard))
-        figure = plot_accuracy_vs_throughput(table)
-        save_figure(figure, Path(snakemake.output.png), settings)
-        save_figure(figure, Path(snakemake.output.svg), settings)
+    settings = FigureSettings.from_config(snakemake.params.figures)
+    table = accuracy_throughput_table(leaderboard=pl.read_parquet(snakemake.input.leaderboard))
+    figure = plot_accuracy_vs_throughput(table)
+    save_figure(figure, Path(snakemake.output.png), settings)
+    save_figure(figure, Path(snakemake.output.svg), settings)

@@ -44,7 +44,7 @@ BAD_CHECKPOINTS = [
     BadCheckpoint(
         "zip_pickle", "convert_checkpoint", "refusing to unpickle code", "Use a checkpoint that contains tensors only"
     ),
-    BadCheckpoint("truncated", "convert_checkpoint", "truncated or damaged", "Fetch it again"),
+    BadCheckpoint("truncated", "convert_checkpoint", "truncated or damaged", "Fetch it again (delete the file and rerun)"),
     BadCheckpoint(
         "sha256_mismatch", "download_weights", "sha256 mismatch", "put the new sha256 into the model's weights: mapping"
     ),
@@ -55,7 +55,7 @@ BAD_CHECKPOINTS = [
         "1 wrong shapes (classifier.weight: (10, 1280) instead of (1000, 1280))",
         "Check the model's architecture: value",
     ),
-    BadCheckpoint("lying_header", "convert_checkpoint", "is invalid", "fetch it again"),
+    BadCheckpoint("lying_header", "convert_checkpoint", "is invalid", "Fetch it again"),
 ]
 
 # The message of a key or shape mismatch names the model and the architecture but not the file.

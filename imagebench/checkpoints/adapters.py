@@ -110,8 +110,8 @@ ADAPTERS: dict[str, Adapter] = {
     "openai_clip": adapt_openai_clip,
 }
 
-# Formats whose checkpoints may need a head that timm lacks (imagebench.checkpoints.heads): each
-# reader returns the head spec that the source state dict needs, or None for timm's own head.
+# Readers of the head spec (imagebench.checkpoints.heads) for formats whose checkpoints may need
+# a head that timm lacks. A reader returns None where timm's own head fits.
 HEAD_SPEC_READERS: dict[str, HeadSpecReader] = {
     "openai_clip": openai_clip_head,
 }

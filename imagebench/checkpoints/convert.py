@@ -53,7 +53,7 @@ def convert_checkpoint(
     raw_sha256 = _check_raw_sha256(model=model, raw_path=raw_path, provenance=provenance)
     source_state_dict = read_state_dict(model=model, path=raw_path)
 
-    # A format may need a head that timm lacks; the checkpoint's metadata records it for load_model.
+    # A format may need a head that timm lacks, so the checkpoint's metadata records it for load_model.
     head = head_spec(weights_format, source_state_dict)
     reference_model = _reference_model(model=model, architecture=architecture, head=head)
     reference = reference_model.state_dict()

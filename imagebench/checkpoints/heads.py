@@ -1,11 +1,11 @@
 """Classifier heads that timm has no layer for, and how a checkpoint records which one it needs.
 
 A converted checkpoint normally loads into ``timm.create_model(architecture)`` as is. Some
-released weights put a head on top of the timm body that computes something timm cannot: the
-model-soups CLIP ingredients project the image features to the 512-d CLIP embedding, divide it
-by its L2 norm and only then apply a 1000-way linear layer. Such a checkpoint stores a head
-spec, a small JSON object, in its safetensors metadata under ``HEAD_METADATA_KEY``; the code
-that builds models from checkpoints replaces timm's head with the module the spec names.
+released weights have a head that no timm layer computes. The model-soups CLIP ingredients
+project the image features to the 512-d CLIP embedding, divide it by its L2 norm, and only then
+apply a 1000-way linear layer. Such a checkpoint stores a head spec, a small JSON object, in its
+safetensors metadata under ``HEAD_METADATA_KEY``. The code that builds models from checkpoints
+replaces timm's head with the module that the spec names.
 """
 
 from __future__ import annotations
@@ -51,15 +51,15 @@ def attach_head(model: nn.Module, head: dict[str, Any] | None, *, name: str) -> 
         return model
     if head.get("type") != NORMALIZED_EMBEDDING:
         raise CheckpointError(
-            f"head spec {head!r} has an unknown type; this imagebench knows {NORMALIZED_EMBEDDING!r}. "
+            f"head spec {head!r} has an invalid type; the supported type is {NORMALIZED_EMBEDDING!r}. "
             "Convert the checkpoint again with this version of imagebench."
         )
 
     current = getattr(model, "head", None)
     if not isinstance(current, nn.Linear):
         raise CheckpointError(
-            f"timm's {name} has no linear `head` layer to replace with a {NORMALIZED_EMBEDDING} head; "
-            "this head fits ViT-style models only. Fix the architecture: value."
+            f"timm's {name} has no linear `head` layer to replace with a {NORMALIZED_EMBEDDING} head. "
+            "This head fits ViT-style models only. Fix the architecture: value."
         )
     model.head = NormalizedEmbeddingHead(
         in_features=current.in_features, embed_dim=head["embed_dim"], num_classes=head["num_classes"]
@@ -79,7 +79,7 @@ def head_of(model: nn.Module) -> dict[str, Any] | None:
 
 
 def head_metadata(head: dict[str, Any] | None) -> dict[str, str]:
-    """Return the safetensors metadata entries that record ``head``; none for timm's own head."""
+    """Return the safetensors metadata entries that record ``head``, or none for timm's own head."""
     if head is None:
         return {}
     return {HEAD_METADATA_KEY: json.dumps(head, sort_keys=True)}

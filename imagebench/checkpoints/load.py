@@ -64,7 +64,7 @@ def build_model(
 
 
 def save_checkpoint(state_dict: dict[str, torch.Tensor], output: Path, *, head: dict[str, Any] | None) -> int:
-    """Write ``state_dict`` atomically as safetensors, recording ``head`` in its metadata; return the tensor count."""
+    """Write ``state_dict`` atomically as safetensors with ``head`` in its metadata, and return the tensor count."""
     # Cloning gives every tensor its own contiguous storage, which safetensors requires.
     tensors = {key: value.detach().contiguous().clone() for key, value in state_dict.items()}
     with atomic_path(Path(output)) as temporary:

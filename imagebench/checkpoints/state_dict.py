@@ -26,6 +26,11 @@ _LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19."
 _PICKLE_PROTOCOL_OPCODE = b"\x80"
 
 
+# A weights: file: source is copied, not downloaded, so fetching it again copies the same damage.
+_REFETCH = (
+    "Fetch it again (delete the file and rerun); for a weights: file: source, replace that file first."
+)
+
 def read_state_dict(*, model: str, path: Path) -> dict[str, Tensor]:
     """Load the raw weights file ``path`` as a ``{key: tensor}`` dict on the CPU.
 
@@ -68,7 +73,7 @@ def _file_kind(*, model: str, path: Path) -> str:
             return "safetensors"
         raise CheckpointError(
             f"model '{model}': weights file {path} has a safetensors header of {header_size} bytes "
-            f"but the file has only {size} bytes; the file is truncated or damaged. Fetch it again."
+            f"but the file has only {size} bytes; the file is truncated or damaged. {_REFETCH}"
         )
     raise CheckpointError(
         f"model '{model}': weights file {path} is neither a safetensors file nor a torch.save file "
@@ -85,7 +90,7 @@ def _load_safetensors(*, model: str, path: Path) -> dict[str, Tensor]:
     except SafetensorError as error:
         raise CheckpointError(
             f"model '{model}': safetensors file {path} is invalid: {error}. "
-            "Its header does not match its content, so the file is truncated or damaged; fetch it again."
+            f"Its header does not match its content, so the file is truncated or damaged. {_REFETCH}"
         ) from error
 
 
@@ -102,7 +107,7 @@ def _load_torch(*, model: str, path: Path) -> Any:
     except Exception as error:
         raise CheckpointError(
             f"model '{model}': weights file {path} cannot be read as a torch.save file "
-            f"({type(error).__name__}: {error}); it is truncated or damaged. Fetch it again."
+            f"({type(error).__name__}: {error}); it is truncated or damaged. {_REFETCH}"
         ) from error
 
 

@@ -12,107 +12,97 @@ from imagebench.soups.build import HeldoutScorer, build_greedy_soup, build_unifo
 from imagebench.soups.config import SoupSpec, validate_soups
 from imagebench.soups.figures import plot_greedy_steps
 from imagebench.soups.splits import write_splits
-
-
-def _log_file(snakemake: Any) -> str | None:
-    return snakemake.log[0] if len(snakemake.log) else None
+from imagebench.steps import job
 
 
 def _soup_of(snakemake: Any) -> SoupSpec:
     return validate_soups(snakemake.config)[snakemake.wildcards.soup]
 
 
+@job
 def soup_splits_step(snakemake: Any) -> None:
     """Job of rule soup_splits: the evaluation and held-out manifests, and the split record."""
-    from imagebench.steps import logging_to
-
-    with logging_to(_log_file(snakemake)):
-        sources = dict(snakemake.params.sources)
-        write_splits(
-            soup=snakemake.wildcards.soup,
-            salt=snakemake.params.salt,
-            sources=sources,
-            manifests={dataset: Path(path) for dataset, path in dict(snakemake.params.manifests).items()},
-            outputs={"evaluation": Path(snakemake.output.evaluation), "heldout": Path(snakemake.output.heldout)},
-            record_output=Path(snakemake.output.splits),
-        )
+    sources = dict(snakemake.params.sources)
+    write_splits(
+        soup=snakemake.wildcards.soup,
+        salt=snakemake.params.salt,
+        sources=sources,
+        manifests={dataset: Path(path) for dataset, path in dict(snakemake.params.manifests).items()},
+        outputs={"evaluation": Path(snakemake.output.evaluation), "heldout": Path(snakemake.output.heldout)},
+        record_output=Path(snakemake.output.splits),
+    )
 
 
+@job
 def soup_finetune_split_step(snakemake: Any) -> None:
     """Job of rule soup_finetune_split: the fine-tuning manifest, drawn again and checked against the split record."""
     import tempfile
 
-    from imagebench.steps import logging_to
-
-    with logging_to(_log_file(snakemake)):
-        recorded = json.loads(Path(snakemake.input.splits).read_text(encoding="utf-8"))
-        with tempfile.TemporaryDirectory(dir=Path(snakemake.output.finetune).parent) as folder:
-            record = write_splits(
-                soup=snakemake.wildcards.soup,
-                salt=snakemake.params.salt,
-                sources=dict(snakemake.params.sources),
-                manifests={dataset: Path(path) for dataset, path in dict(snakemake.params.manifests).items()},
-                outputs={"finetune": Path(snakemake.output.finetune)},
-                record_output=Path(folder) / "splits.json",
-            )
-        if record["splits"] != recorded["splits"]:
-            raise DatasetError(
-                f"the fine-tuning split of soup {snakemake.wildcards.soup!r} differs from {snakemake.input.splits}; "
-                "a source manifest changed since the splits were drawn. Rerun with --forcerun soup_splits."
-            )
+    recorded = json.loads(Path(snakemake.input.splits).read_text(encoding="utf-8"))
+    with tempfile.TemporaryDirectory(dir=Path(snakemake.output.finetune).parent) as folder:
+        record = write_splits(
+            soup=snakemake.wildcards.soup,
+            salt=snakemake.params.salt,
+            sources=dict(snakemake.params.sources),
+            manifests={dataset: Path(path) for dataset, path in dict(snakemake.params.manifests).items()},
+            outputs={"finetune": Path(snakemake.output.finetune)},
+            record_output=Path(folder) / "splits.json",
+        )
+    if record["splits"] != recorded["splits"]:
+        raise DatasetError(
+            f"the fine-tuning split of soup {snakemake.wildcards.soup!r} differs from {snakemake.input.splits}; "
+            "a source manifest changed since the splits were drawn. Rerun with --forcerun soup_splits."
+        )
 
 
+@job
 def download_ingredient_step(snakemake: Any) -> None:
     """Job of rule soup_download_ingredient."""
     from imagebench.checkpoints.fetch import fetch_weights
     from imagebench.io import write_json_atomic
-    from imagebench.steps import logging_to
 
-    with logging_to(_log_file(snakemake)):
-        provenance = fetch_weights(
-            model=snakemake.wildcards.member,
-            source=dict(snakemake.params.source),
-            destination=Path(snakemake.output.weights),
-            lock_file=Path(snakemake.params.lock_file),
-        )
-        write_json_atomic(snakemake.output.provenance, provenance)
+    provenance = fetch_weights(
+        model=snakemake.wildcards.member,
+        source=dict(snakemake.params.source),
+        destination=Path(snakemake.output.weights),
+        lock_file=Path(snakemake.params.lock_file),
+    )
+    write_json_atomic(snakemake.output.provenance, provenance)
 
 
+@job
 def convert_ingredient_step(snakemake: Any) -> None:
     """Job of rule soup_convert_ingredient."""
     from imagebench.checkpoints.convert import convert_checkpoint
-    from imagebench.steps import logging_to
 
-    with logging_to(_log_file(snakemake)):
-        convert_checkpoint(
-            model=snakemake.wildcards.member,
-            raw_path=Path(snakemake.input.weights),
-            architecture=snakemake.params.architecture,
-            weights_format=snakemake.params.weights_format,
-            output=Path(snakemake.output.checkpoint),
-            provenance=json.loads(Path(snakemake.input.provenance).read_text(encoding="utf-8")),
-            provenance_output=Path(snakemake.output.provenance),
-        )
+    convert_checkpoint(
+        model=snakemake.wildcards.member,
+        raw_path=Path(snakemake.input.weights),
+        architecture=snakemake.params.architecture,
+        weights_format=snakemake.params.weights_format,
+        output=Path(snakemake.output.checkpoint),
+        provenance=json.loads(Path(snakemake.input.provenance).read_text(encoding="utf-8")),
+        provenance_output=Path(snakemake.output.provenance),
+    )
 
 
+@job
 def score_ingredient_step(snakemake: Any) -> None:
     """Job of rule soup_score_ingredient: the ingredient's predictions on the held-out split."""
     from imagebench.checkpoints.load import load_model
     from imagebench.evaluate import EvaluationSettings, evaluate_shard
-    from imagebench.steps import logging_to
 
     params = snakemake.params
-    with logging_to(_log_file(snakemake)):
-        provenance = json.loads(Path(snakemake.input.provenance).read_text(encoding="utf-8"))
-        model = load_model(checkpoint=Path(snakemake.input.checkpoint), architecture=params.architecture,
-                           pretrained_cfg=params.pretrained_cfg)  # fmt: skip
-        settings = replace(EvaluationSettings.from_config(params.evaluation), threads=snakemake.threads)
-        evaluate_shard(
-            manifest_path=Path(snakemake.input.heldout), dataset_root=Path(params.root), shard=0, num_shards=1,
-            dataset=f"{snakemake.wildcards.soup}.heldout", model_name=params.member, model=model,
-            checkpoint_sha256=provenance["safetensors_sha256"], output=Path(snakemake.output.predictions),
-            settings=settings, preprocessing_overrides=params.preprocessing,
-        )  # fmt: skip
+    provenance = json.loads(Path(snakemake.input.provenance).read_text(encoding="utf-8"))
+    model = load_model(checkpoint=Path(snakemake.input.checkpoint), architecture=params.architecture,
+                       pretrained_cfg=params.pretrained_cfg)  # fmt: skip
+    settings = replace(EvaluationSettings.from_config(params.evaluation), threads=snakemake.threads)
+    evaluate_shard(
+        manifest_path=Path(snakemake.input.heldout), dataset_root=Path(params.root), shard=0, num_shards=1,
+        dataset=f"{snakemake.wildcards.soup}.heldout", model_name=params.member, model=model,
+        checkpoint_sha256=provenance["safetensors_sha256"], output=Path(snakemake.output.predictions),
+        settings=settings, preprocessing_overrides=params.preprocessing,
+    )  # fmt: skip
 
 
 def _scorer(snakemake: Any, soup: SoupSpec) -> HeldoutScorer:
@@ -132,53 +122,48 @@ def _ingredient_files(snakemake: Any) -> dict[str, Path]:
     return {name: Path(path) for name, path in dict(snakemake.params.files).items()}
 
 
+@job
 def uniform_soup_step(snakemake: Any) -> None:
     """Job of rule soup_uniform."""
     import torch
 
-    from imagebench.steps import logging_to
-
-    with logging_to(_log_file(snakemake)):
-        torch.set_num_threads(snakemake.threads)
-        soup = _soup_of(snakemake)
-        build_uniform_soup(
-            soup=soup, files=_ingredient_files(snakemake), scorer=_scorer(snakemake, soup),
-            splits=json.loads(Path(snakemake.input.splits).read_text(encoding="utf-8")),
-            output=Path(snakemake.output.checkpoint), provenance_output=Path(snakemake.output.provenance),
-        )  # fmt: skip
+    torch.set_num_threads(snakemake.threads)
+    soup = _soup_of(snakemake)
+    build_uniform_soup(
+        soup=soup, files=_ingredient_files(snakemake), scorer=_scorer(snakemake, soup),
+        splits=json.loads(Path(snakemake.input.splits).read_text(encoding="utf-8")),
+        output=Path(snakemake.output.checkpoint), provenance_output=Path(snakemake.output.provenance),
+    )  # fmt: skip
 
 
+@job
 def greedy_soup_step(snakemake: Any) -> None:
     """Job of rule soup_greedy."""
     import torch
 
-    from imagebench.steps import logging_to
-
-    with logging_to(_log_file(snakemake)):
-        torch.set_num_threads(snakemake.threads)
-        soup = _soup_of(snakemake)
-        scores = dict(zip(snakemake.params.ingredients, map(Path, snakemake.input.scores)))
-        heldout_correct, heldout_images = read_heldout_correct(scores)
-        build_greedy_soup(
-            soup=soup, files=_ingredient_files(snakemake), heldout_correct=heldout_correct,
-            heldout_images=heldout_images, scorer=_scorer(snakemake, soup),
-            splits=json.loads(Path(snakemake.input.splits).read_text(encoding="utf-8")),
-            output=Path(snakemake.output.checkpoint), provenance_output=Path(snakemake.output.provenance),
-            steps_output=Path(snakemake.output.steps),
-        )  # fmt: skip
+    torch.set_num_threads(snakemake.threads)
+    soup = _soup_of(snakemake)
+    scores = dict(zip(snakemake.params.ingredients, map(Path, snakemake.input.scores)))
+    heldout_correct, heldout_images = read_heldout_correct(scores)
+    build_greedy_soup(
+        soup=soup, files=_ingredient_files(snakemake), heldout_correct=heldout_correct,
+        heldout_images=heldout_images, scorer=_scorer(snakemake, soup),
+        splits=json.loads(Path(snakemake.input.splits).read_text(encoding="utf-8")),
+        output=Path(snakemake.output.checkpoint), provenance_output=Path(snakemake.output.provenance),
+        steps_output=Path(snakemake.output.steps),
+    )  # fmt: skip
 
 
+@job
 def plot_soup_step(snakemake: Any) -> None:
     """Job of rule plot_soup: the greedy steps figure as PNG and SVG."""
     import polars as pl
 
     from imagebench.figures import FigureSettings, save_figure
-    from imagebench.steps import logging_to
 
-    with logging_to(_log_file(snakemake)):
-        settings = FigureSettings.from_config(snakemake.params.figures)
-        uniform = snakemake.input.get("uniform")
-        uniform_top1 = json.loads(Path(uniform).read_text(encoding="utf-8"))["heldout_top1"] if uniform else None
-        figure = plot_greedy_steps(pl.read_parquet(snakemake.input.steps), uniform_top1=uniform_top1)
-        save_figure(figure, Path(snakemake.output.png), settings)
-        save_figure(figure, Path(snakemake.output.svg), settings)
+    settings = FigureSettings.from_config(snakemake.params.figures)
+    uniform = snakemake.input.get("uniform")
+    uniform_top1 = json.loads(Path(uniform).read_text(encoding="utf-8"))["heldout_top1"] if uniform else None
+    figure = plot_greedy_steps(pl.read_parquet(snakemake.input.steps), uniform_top1=uniform_top1)
+    save_figure(figure, Path(snakemake.output.png), settings)
+    save_figure(figure, Path(snakemake.output.svg), settings)
