@@ -1,4 +1,4 @@
-"""Shared pieces of the checkpoint tests: the real lite0 weights and a loopback HTTP server."""
+"""Shared pieces of the checkpoint tests: the real lite0 weights and a loopback HTTP or HTTPS server."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import http.server
 import os
 import pickle
 import shlex
+import ssl
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -97,8 +98,12 @@ class LoopbackServer:
 
 
 @contextlib.contextmanager
-def loopback_server(responses: dict[str, Response]) -> Iterator[LoopbackServer]:
-    """Serve ``responses`` by path on 127.0.0.1 at a free port, and stop the server on exit."""
+def loopback_server(responses: dict[str, Response], *, tls: ssl.SSLContext | None = None) -> Iterator[LoopbackServer]:
+    """Serve ``responses`` by path on 127.0.0.1 at a free port, and stop the server on exit.
+
+    With ``tls``, a server-side context that contains the certificate, the server speaks HTTPS and its URL
+    starts with https://. Without it, the server speaks plain HTTP.
+    """
     requests: list[tuple[str, str]] = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -124,10 +129,15 @@ def loopback_server(responses: dict[str, Response]) -> Iterator[LoopbackServer]:
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if tls is not None:
+        # The TLS handshake runs in accept(); a failed one raises ssl.SSLError (an OSError),
+        # which socketserver drops before the handler runs, so the server keeps serving.
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    scheme = "http" if tls is None else "https"
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
-        yield LoopbackServer(url=f"http://127.0.0.1:{server.server_port}", responses=responses, requests=requests)
+        yield LoopbackServer(url=f"{scheme}://127.0.0.1:{server.server_port}", responses=responses, requests=requests)
     finally:
         server.shutdown()
         server.server_close()

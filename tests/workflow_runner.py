@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -42,14 +43,18 @@ def write_config(workdir: Path, config: dict) -> None:
     (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
 
-def snakemake(workdir: Path, *arguments: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
+def snakemake(
+    workdir: Path, *arguments: str, check: bool = True, timeout: float = 900, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run the snakemake CLI in ``workdir``, with the variables in ``env`` added to this process's environment."""
     command = [
         sys.executable, "-m", "snakemake",
         "--snakefile", str(REPO / "Snakefile"),
         "--directory", str(workdir),
         *arguments,
     ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=workdir)
+    environment = None if env is None else {**os.environ, **env}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=workdir, env=environment)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(arguments)} failed:\n{result.stdout}\n{result.stderr}")
     return result
