@@ -93,13 +93,18 @@ class LoopbackServer:
     """A running loopback server: its base URL, the responses by path, and the requests it received."""
 
     url: str
-    responses: dict[str, Response]
+    responses: dict[str, Response | list[Response]]
     requests: list[tuple[str, str]]
 
 
 @contextlib.contextmanager
-def loopback_server(responses: dict[str, Response], *, tls: ssl.SSLContext | None = None) -> Iterator[LoopbackServer]:
+def loopback_server(
+    responses: dict[str, Response | list[Response]], *, tls: ssl.SSLContext | None = None
+) -> Iterator[LoopbackServer]:
     """Serve ``responses`` by path on 127.0.0.1 at a free port, and stop the server on exit.
+
+    A list of responses for one path is served in order, one per request, and its last
+    response repeats, so a test can make a transfer fail before it succeeds.
 
     With ``tls``, a server-side context that contains the certificate, the server speaks HTTPS and its URL
     starts with https://. Without it, the server speaks plain HTTP.
@@ -116,6 +121,8 @@ def loopback_server(responses: dict[str, Response], *, tls: ssl.SSLContext | Non
         def _respond(self, *, send_body: bool) -> None:
             requests.append((self.command, self.path))
             response = responses.get(self.path, Response(body=b"not found", status=404))
+            if isinstance(response, list):
+                response = response.pop(0) if len(response) > 1 else response[0]
             self.send_response(response.status)
             length = response.declared_length if response.declared_length is not None else len(response.body)
             self.send_header("Content-Length", str(length))

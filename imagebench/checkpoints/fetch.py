@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,10 @@ from imagebench.io import atomic_path, sha256_file, write_json_atomic, write_tex
 logger = logging.getLogger(__name__)
 
 DEFAULT_HUB_FILENAME = "model.safetensors"
+# A URL download is tried this many times when the transfer itself fails, waiting
+# RETRY_WAIT_S, then twice that, between tries. A sha256 mismatch is never retried.
+URL_ATTEMPTS = 3
+RETRY_WAIT_S = 5.0
 _LOCK_FILE_HEADER = (
     "# sha256 of each download whose config entry says sha256: lock, recorded on first download.\n"
     "# A later download with a different sha256 is rejected; delete its line to accept the new file.\n"
@@ -78,7 +83,7 @@ def fetch_weights(
 def _download(*, source: WeightsSource, temporary: Path, allow_insecure_localhost: bool) -> dict[str, Any]:
     model = source.model
     if source.scheme == "url":
-        return downloads.download_url(
+        return _download_url_with_retries(
             model=model, url=source.location, temporary=temporary, allow_insecure_localhost=allow_insecure_localhost
         )
 
@@ -201,3 +206,22 @@ def _exclusive_lock(folder: Path) -> Iterator[None]:
         yield
     finally:
         os.close(descriptor)
+
+
+def _download_url_with_retries(
+    *, model: str, url: str, temporary: Path, allow_insecure_localhost: bool
+) -> dict[str, Any]:
+    """Download ``url``, and repeat a failed transfer until URL_ATTEMPTS tries in all have failed."""
+    for attempt in range(1, URL_ATTEMPTS):
+        try:
+            return downloads.download_url(
+                model=model, url=url, temporary=temporary, allow_insecure_localhost=allow_insecure_localhost
+            )
+        except downloads.TransientDownloadError as error:
+            wait = RETRY_WAIT_S * 2 ** (attempt - 1)
+            logger.warning("download try %d of %d failed (%s); retrying in %.0f s", attempt, URL_ATTEMPTS, error, wait)
+            time.sleep(wait)
+
+    return downloads.download_url(
+        model=model, url=url, temporary=temporary, allow_insecure_localhost=allow_insecure_localhost
+    )

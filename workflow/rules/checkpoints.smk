@@ -14,7 +14,6 @@ rule download_weights:
     wildcard_constraints:
         model=ib_soups.name_pattern(ib_soups.plain_model_names(config)),
     localrule: True
-    retries: 2
     script:
         "../scripts/download_weights.py"
 

@@ -225,7 +225,6 @@ rule soup_download_ingredient:
     wildcard_constraints:
         member=ib_soups.name_pattern(ib_soups.members_of_kind(SOUPS, "weights")),
     localrule: True
-    retries: 2
     script:
         "../scripts/soup_download_ingredient.py"
 
