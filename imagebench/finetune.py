@@ -259,11 +259,8 @@ def finetune_checkpoint(
     Returns the provenance record, which has the settings, the split's sha256, the loss and
     train top-1 of every epoch, and the sha256 of both checkpoints.
     """
-    import safetensors
-    import timm
     import torch
 
-    from imagebench.checkpoints.heads import head_of
     from imagebench.checkpoints.load import load_model, save_checkpoint
     from imagebench.datasets.manifest import read_manifest
     from imagebench.io import sha256_file, write_json_atomic
@@ -284,7 +281,7 @@ def finetune_checkpoint(
     history = finetune_model(model=model, images=images, settings=settings)
     trained = trainable_names(model, settings.train)
 
-    tensor_count = save_checkpoint(model.state_dict(), output, head=head_of(model))
+    written = save_checkpoint(model.state_dict(), output, model=model)
 
     record = {
         "model": name,
@@ -300,14 +297,7 @@ def finetune_checkpoint(
         "split": {"manifest": str(split_manifest), "manifest_sha256": sha256_file(split_manifest), "images": len(images)},
         "preprocessing": describe_preprocessing(data_config),
         "history": history,
-        "safetensors_file": Path(output).name,
-        "safetensors_sha256": sha256_file(output),
-        "safetensors_size_bytes": Path(output).stat().st_size,
-        "tensor_count": tensor_count,
-        "param_count": sum(parameter.numel() for parameter in model.parameters()),
-        "torch_version": torch.__version__,
-        "timm_version": timm.__version__,
-        "safetensors_version": safetensors.__version__,
+        **written,
         "torch_threads": threads,
     }
     write_json_atomic(provenance_output, record)

@@ -67,11 +67,21 @@ def job(function: Callable[[Any], None]) -> Callable[[Any], None]:
 
 @job
 def download_weights(snakemake: Any) -> None:
+    fetch_weights_for_rule(snakemake, model=snakemake.wildcards.model)
+
+
+@job
+def convert_checkpoint(snakemake: Any) -> None:
+    convert_weights_for_rule(snakemake, model=snakemake.wildcards.model)
+
+
+def fetch_weights_for_rule(snakemake: Any, *, model: str) -> None:
+    """Fetch the weights that the rule's ``source`` param names into its outputs (weights and provenance JSON)."""
     from imagebench.checkpoints.fetch import fetch_weights
     from imagebench.io import write_json_atomic
 
     provenance = fetch_weights(
-        model=snakemake.wildcards.model,
+        model=model,
         source=dict(snakemake.params.source),
         destination=Path(snakemake.output.weights),
         lock_file=Path(snakemake.params.lock_file),
@@ -79,19 +89,19 @@ def download_weights(snakemake: Any) -> None:
     write_json_atomic(snakemake.output.provenance, provenance)
 
 
-@job
-def convert_checkpoint(snakemake: Any) -> None:
+def convert_weights_for_rule(snakemake: Any, *, model: str) -> None:
+    """Convert the rule's input weights to its safetensors checkpoint and provenance outputs."""
     import json
 
     from imagebench.checkpoints.convert import convert_checkpoint as convert
 
     convert(
-        model=snakemake.wildcards.model,
+        model=model,
         raw_path=Path(snakemake.input.weights),
         architecture=snakemake.params.architecture,
         weights_format=snakemake.params.weights_format,
         output=Path(snakemake.output.checkpoint),
-        provenance=json.loads(Path(snakemake.input.provenance).read_text()),
+        provenance=json.loads(Path(snakemake.input.provenance).read_text(encoding="utf-8")),
         provenance_output=Path(snakemake.output.provenance),
     )
 

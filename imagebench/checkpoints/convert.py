@@ -6,7 +6,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import safetensors
 import timm
 import torch
 from torch import Tensor
@@ -65,28 +64,20 @@ def convert_checkpoint(
         model=model, architecture=architecture, state_dict=adapted, reference=reference, path=raw_path
     )
 
-    tensor_count = save_checkpoint(adapted, output, head=head)
+    written = save_checkpoint(adapted, output, model=reference_model)
 
     record = {
         "model": model,
         "architecture": architecture,
         "weights_format": weights_format,
-        "head": head,
         "source": provenance.get("source"),
         "fetch": provenance,
         "raw_sha256": raw_sha256,
         "raw_size_bytes": raw_path.stat().st_size,
-        "safetensors_file": output.name,
-        "safetensors_sha256": sha256_file(output),
-        "safetensors_size_bytes": output.stat().st_size,
-        "tensor_count": tensor_count,
-        "param_count": sum(parameter.numel() for parameter in reference_model.parameters()),
-        "torch_version": torch.__version__,
-        "timm_version": timm.__version__,
-        "safetensors_version": safetensors.__version__,
+        **written,
     }
     write_json_atomic(provenance_output, record)
-    logger.info("converted weights of %s to %s (%d tensors)", model, output, tensor_count)
+    logger.info("converted weights of %s to %s (%d tensors)", model, output, written["tensor_count"])
     return record
 
 

@@ -6,14 +6,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+import safetensors
 import timm
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from imagebench.checkpoints.heads import attach_head, head_from_metadata, head_metadata
+from imagebench.checkpoints.heads import attach_head, head_from_metadata, head_metadata, head_of
 from imagebench.errors import CheckpointError
-from imagebench.io import atomic_path
+from imagebench.io import atomic_path, sha256_file
 
 
 def load_model(*, checkpoint: Path, architecture: str, pretrained_cfg: str | None = None) -> torch.nn.Module:
@@ -63,13 +64,31 @@ def build_model(
     return attach_head(model, head, name=name)
 
 
-def save_checkpoint(state_dict: dict[str, torch.Tensor], output: Path, *, head: dict[str, Any] | None) -> int:
-    """Write ``state_dict`` atomically as safetensors with ``head`` in its metadata, and return the tensor count."""
+def save_checkpoint(state_dict: dict[str, torch.Tensor], output: Path, *, model: torch.nn.Module) -> dict[str, Any]:
+    """Write ``state_dict``, the weights of ``model``, atomically as safetensors and return its provenance entries.
+
+    The head spec of ``model`` (see ``imagebench.checkpoints.heads``) goes into the file's
+    metadata. The entries name the file, its sha256 and size, the tensor and parameter counts,
+    the head and the library versions.
+    """
+    head = head_of(model)
     # Cloning gives every tensor its own contiguous storage, which safetensors requires.
     tensors = {key: value.detach().contiguous().clone() for key, value in state_dict.items()}
-    with atomic_path(Path(output)) as temporary:
+    output = Path(output)
+    with atomic_path(output) as temporary:
         save_file(tensors, str(temporary), metadata={"format": "pt", **head_metadata(head)})
-    return len(tensors)
+
+    return {
+        "head": head,
+        "safetensors_file": output.name,
+        "safetensors_sha256": sha256_file(output),
+        "safetensors_size_bytes": output.stat().st_size,
+        "tensor_count": len(tensors),
+        "param_count": sum(parameter.numel() for parameter in model.parameters()),
+        "torch_version": torch.__version__,
+        "timm_version": timm.__version__,
+        "safetensors_version": safetensors.__version__,
+    }
 
 
 def read_head(checkpoint: Path) -> dict[str, Any] | None:

@@ -99,31 +99,16 @@ def save_soup(
     ``model`` is the model the soup was scored with; its head spec goes into the checkpoint's
     metadata, and its parameter count into the provenance.
     """
-    import safetensors
-    import timm
-    import torch
-
-    from imagebench.checkpoints.heads import head_of
     from imagebench.checkpoints.load import save_checkpoint
-    from imagebench.io import sha256_file, write_json_atomic
+    from imagebench.io import write_json_atomic
 
-    head = head_of(model)
-    tensor_count = save_checkpoint(dict(state_dict), output, head=head)
     full = {
         **record,
         "weights_format": "timm",
-        "head": head,
         "raw_sha256": None,
-        "safetensors_file": Path(output).name,
-        "safetensors_sha256": sha256_file(output),
-        "safetensors_size_bytes": Path(output).stat().st_size,
-        "tensor_count": tensor_count,
-        "param_count": sum(parameter.numel() for parameter in model.parameters()),
         "averaging": "float tensors: float64 mean cast back to the first ingredient's dtype; "
         "integer tensors: copied from the first ingredient",
-        "torch_version": torch.__version__,
-        "timm_version": timm.__version__,
-        "safetensors_version": safetensors.__version__,
+        **save_checkpoint(dict(state_dict), output, model=model),
     }
     write_json_atomic(provenance_output, full)
     _LOGGER.info("wrote soup %s to %s", record.get("model"), output)

@@ -12,7 +12,7 @@ from imagebench.soups.build import HeldoutScorer, build_greedy_soup, build_unifo
 from imagebench.soups.config import SoupSpec, validate_soups
 from imagebench.soups.figures import plot_greedy_steps
 from imagebench.soups.splits import write_splits
-from imagebench.steps import job
+from imagebench.steps import convert_weights_for_rule, fetch_weights_for_rule, job
 
 
 def _soup_of(snakemake: Any) -> SoupSpec:
@@ -58,32 +58,13 @@ def soup_finetune_split_step(snakemake: Any) -> None:
 @job
 def download_ingredient_step(snakemake: Any) -> None:
     """Job of rule soup_download_ingredient."""
-    from imagebench.checkpoints.fetch import fetch_weights
-    from imagebench.io import write_json_atomic
-
-    provenance = fetch_weights(
-        model=snakemake.wildcards.member,
-        source=dict(snakemake.params.source),
-        destination=Path(snakemake.output.weights),
-        lock_file=Path(snakemake.params.lock_file),
-    )
-    write_json_atomic(snakemake.output.provenance, provenance)
+    fetch_weights_for_rule(snakemake, model=snakemake.wildcards.member)
 
 
 @job
 def convert_ingredient_step(snakemake: Any) -> None:
     """Job of rule soup_convert_ingredient."""
-    from imagebench.checkpoints.convert import convert_checkpoint
-
-    convert_checkpoint(
-        model=snakemake.wildcards.member,
-        raw_path=Path(snakemake.input.weights),
-        architecture=snakemake.params.architecture,
-        weights_format=snakemake.params.weights_format,
-        output=Path(snakemake.output.checkpoint),
-        provenance=json.loads(Path(snakemake.input.provenance).read_text(encoding="utf-8")),
-        provenance_output=Path(snakemake.output.provenance),
-    )
+    convert_weights_for_rule(snakemake, model=snakemake.wildcards.member)
 
 
 @job
