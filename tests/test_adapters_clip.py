@@ -1,7 +1,7 @@
 """The OpenAI CLIP adapter and the model-soups head, on synthetic state dicts with the real ViT-B/32 shapes.
 
-The 72 model-soups ingredients are 350 MB each on GitHub, out of reach here; the state dicts
-below have their exact keys and shapes, filled with seeded random numbers.
+The tests do not download the 72 model-soups ingredients (about 350 MB each). The state dicts
+below have their keys and shapes, filled with seeded random numbers.
 """
 
 from __future__ import annotations
