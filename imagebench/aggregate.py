@@ -95,7 +95,8 @@ def write_leaderboard(frame: pl.DataFrame, *, parquet: Path, csv: Path, markdown
 def leaderboard_markdown(frame: pl.DataFrame) -> str:
     """Render the headline columns as a Markdown table, accuracies in percent with their 95% interval.
 
-    When a row has a published counterpart (the columns that
+    Measured throughput adds a column per device type: the images per second of the fastest
+    valid setting, with the setting's name. When a row has a published counterpart (the columns that
     ``imagebench.published.compare_with_published`` adds), the table also shows the published
     model and the measured minus published difference, marked when the published value lies
     outside the measured 95% interval. Without any such row those columns are left out.
@@ -112,6 +113,9 @@ def leaderboard_markdown(frame: pl.DataFrame) -> str:
         pl.col("crop_pct"),
         pl.col("interpolation"),
     )
+    throughput = _throughput_columns(frame)
+    if throughput:
+        headline = headline.with_columns(throughput)
     published = _published_columns(frame)
     if published:
         headline = headline.with_columns(published)
@@ -128,6 +132,21 @@ def leaderboard_markdown(frame: pl.DataFrame) -> str:
     ]
     invalid = "\n\nInvalid rows, not published:\n\n" + "\n".join(notes) if notes else ""
     return "# Leaderboard\n\n" + table + legend + invalid + "\n"
+
+
+def _throughput_columns(frame: pl.DataFrame) -> list[pl.Series]:
+    """Return a Markdown column per device type that has a measurement: images/s of the fastest valid setting."""
+    columns = []
+    for device_type in ("cpu", "cuda"):
+        speed, setting = f"{device_type}_images_per_second", f"{device_type}_setting"
+        if speed not in frame.columns or frame[speed].is_null().all():
+            continue
+        # Empty strings rather than nulls, because polars prints a null as the word "null".
+        cells = [
+            "" if value is None else f"{value:.1f} ({name})" for value, name in zip(frame[speed], frame[setting])
+        ]
+        columns.append(pl.Series(f"{device_type} images/s (setting)", cells, dtype=pl.String))
+    return columns
 
 
 def _published_columns(frame: pl.DataFrame) -> list[pl.Series]:

@@ -85,7 +85,7 @@ def _describe(error: jsonschema.ValidationError) -> str:
     value = error.instance
 
     if error.validator == "enum":
-        allowed = ", ".join(repr(option) for option in error.validator_value)
+        allowed = ", ".join(_yaml_literal(option) for option in error.validator_value)
         return f"- {field}: {value!r} is not allowed; use one of {allowed}"
     if error.validator == "additionalProperties":
         allowed = ", ".join(sorted(error.schema.get("properties", {})))
@@ -94,7 +94,9 @@ def _describe(error: jsonschema.ValidationError) -> str:
     if error.validator == "required":
         return f"- {field}: {error.message}"
     if error.validator == "oneOf" and list(error.absolute_path)[-1:] == ["sha256"]:
-        return f"- {field}: {value!r} is not a sha256; use 64 lowercase hex digits, or 'lock' for a url source"
+        # YAML reads an unquoted hash of digits only (or digits and one e) as a number.
+        quote = "; quote it in the YAML file" if isinstance(value, int | float) else ""
+        return f"- {field}: {value!r} is not a sha256; use 64 lowercase hex digits, or 'lock' for a url source{quote}"
     if error.validator == "oneOf" and isinstance(value, dict) and "sha256" not in error.schema_path:
         return f"- {field}: {_describe_weights(value)}"
     if error.validator in {"minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"}:
@@ -104,6 +106,15 @@ def _describe(error: jsonschema.ValidationError) -> str:
     if error.validator == "type":
         return f"- {field}: {value!r} has the wrong type; expected {error.validator_value}"
     return f"- {field}: {error.message}"
+
+
+def _yaml_literal(value: Any) -> str:
+    """Return ``value`` as a YAML config spells it: null and true rather than Python's None and True."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value)
 
 
 def _describe_weights(value: dict[str, Any]) -> str:

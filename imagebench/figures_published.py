@@ -64,13 +64,18 @@ def comparison_points(leaderboard: pl.DataFrame, published: pl.DataFrame) -> pl.
 
 
 def human_baselines(published: pl.DataFrame) -> pl.DataFrame:
-    """Return the top-5 accuracies of the table's human rows, labelled with their source."""
+    """Return the top-5 accuracies of the table's human rows, labelled like the accuracy figure's baseline.
+
+    The label names the source's authors and year, the part of the ``source`` cell before its
+    first comma, such as "human (Russakovsky et al. 2015): 94.9%".
+    """
     import polars as pl
 
+    authors = pl.col("source").str.split(",").list.first().str.strip_chars()
     return published.filter((pl.col("kind") == "human") & pl.col("top5").is_not_null()).select(
         pl.lit("top-5").alias("metric"),
         pl.col("top5").alias("accuracy"),
-        pl.format("{} ({}): {}%", pl.col("model"), pl.col("dataset"), pl.col("top5")).alias("label"),
+        pl.format("human ({}): {}%", authors, pl.col("top5")).alias("label"),
     )
 
 

@@ -257,6 +257,18 @@ def published_datasets(config: dict[str, Any]) -> dict[str, str]:
     }
 
 
+def check_published_config(config: dict[str, Any]) -> None:
+    """Raise ConfigError when a ``published_as`` or ``published_dataset`` of ``config`` is not in the published table.
+
+    The workflow runs this while it parses the config, so that a misspelt name stops the run
+    before any evaluation. The table is read only when the config names one of them.
+    """
+    mapping, datasets = published_mapping(config), published_datasets(config)
+    if not mapping and not datasets:
+        return
+    check_published_names(mapping=mapping, datasets=datasets, published=read_published(published_table(config)))
+
+
 def check_published_names(*, mapping: Mapping[str, str], datasets: Mapping[str, str], published: pl.DataFrame) -> None:
     """Raise ConfigError when a model's ``published_as`` or a dataset's ``published_dataset`` is not in the table."""
     import polars as pl

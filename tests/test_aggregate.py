@@ -6,7 +6,9 @@ import pytest
 
 from conftest import sample_files
 from helpers import write_synset_manifest
-from imagebench.aggregate import IncompletePredictionsError, build_leaderboard, leaderboard_markdown, write_leaderboard
+from imagebench.aggregate import (
+    IncompletePredictionsError, build_leaderboard, join_throughput, leaderboard_markdown, write_leaderboard,
+)  # fmt: skip
 from imagebench.evaluate import EvaluationSettings, evaluate_shard
 from imagebench.io import read_parquet_metadata, write_parquet_atomic
 from imagebench.published import (
@@ -17,6 +19,7 @@ from imagebench.published import (
     read_published,
     validate_published,
 )
+from imagebench.throughput import summary_schema
 
 
 def _provenance(tmp_path: Path, record: dict) -> Path:
@@ -161,6 +164,24 @@ def test_write_leaderboard_formats(evaluated, tmp_path):
     markdown = outputs["markdown"].read_text()
     assert "| lite0" in markdown
     assert "top-1 % (95% CI)" in markdown
+    assert "images/s" not in markdown
+
+
+def test_markdown_shows_fastest_setting(evaluated, tmp_path):
+    frame = build_leaderboard(
+        predictions=evaluated["predictions"],
+        manifests={"sample": evaluated["manifest"]},
+        provenances={"lite0": _provenance(tmp_path, evaluated["provenance"])},
+    )
+    summary = pl.DataFrame(
+        [{"model": "lite0", "cpu_images_per_second": 62.07, "cpu_setting": "cpu-fp32-b1"}], schema=summary_schema()
+    )
+
+    markdown = leaderboard_markdown(join_throughput(frame, summary))
+
+    assert "cpu images/s (setting)" in markdown
+    assert "62.1 (cpu-fp32-b1)" in markdown
+    assert "cuda images/s" not in markdown
 
 
 def _published_table(**overrides) -> pl.DataFrame:

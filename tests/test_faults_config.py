@@ -84,6 +84,11 @@ BAD_CONFIGS = [
         (f"models.{MODEL}.weights.sha256", "'579344248a93'", "64 lowercase hex digits"),
     ),
     BadConfig(
+        "sha256_read_as_number",
+        _set("models", MODEL, "weights", "sha256", value=0),
+        (f"models.{MODEL}.weights.sha256", "0 is not a sha256", "quote it in the YAML file"),
+    ),
+    BadConfig(
         "unknown_weights_format",
         _set("models", MODEL, "weights", "format", value="onnx"),
         (f"models.{MODEL}.weights.format", "'onnx'", "'timm', 'efficientnet_pytorch'"),
@@ -123,7 +128,7 @@ BAD_CONFIGS = [
     BadConfig(
         "unknown_amp_dtype",
         _set("evaluation", "amp_dtype", value="float8"),
-        ("evaluation.amp_dtype", "'float8'", "'float16', 'bfloat16'"),
+        ("evaluation.amp_dtype", "'float8'", "null, 'float16', 'bfloat16'"),
     ),
     BadConfig(
         "unknown_device",
@@ -139,6 +144,16 @@ BAD_CONFIGS = [
         "misspelled_section",
         _set("evalution", value={"batch_size": 8}),
         ("(top level)", "'evalution'", "allowed keys are"),
+    ),
+    BadConfig(
+        "unknown_published_model",
+        _set("models", MODEL, "published_as", value="tf_efficientnet_lite0.in1kk"),
+        (f"models.{MODEL}.published_as", "'tf_efficientnet_lite0.in1kk'", "tf_efficientnet_lite0.in1k"),
+    ),
+    BadConfig(
+        "unknown_published_dataset",
+        _set("datasets", "sample", "published_dataset", value="imagenet-vall"),
+        ("datasets.sample.published_dataset", "'imagenet-vall'", "known: imagenet-val"),
     ),
     BadConfig(
         "model_name_with_slash",

@@ -335,6 +335,7 @@ def test_human_baseline_is_on_top5_only(published):
 
     assert human["metric"].to_list() == ["top-5"]
     assert human["accuracy"].to_list() == [pytest.approx(94.9)]
+    assert human["label"].to_list() == ["human (Russakovsky et al. 2015): 94.9%"]
 
 
 def test_figure_is_written(tmp_path, published):

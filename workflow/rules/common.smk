@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from imagebench import published as ib_published
 from imagebench import soups as ib_soups
 from imagebench import workflow as ib
 from imagebench.config import check_dataset_roots, check_duplicate_keys, validate_config
@@ -14,6 +15,7 @@ config = validate_config(
 check_dataset_roots(config)
 # Adds each soup's models (<soup>.<recipe>, <soup>.<ingredient>) and evaluation dataset.
 config = ib_soups.add_soup_entries(config)
+ib_published.check_published_config(config)
 
 
 wildcard_constraints:
