@@ -1,5 +1,6 @@
 """A real Snakemake run of a small config: outputs, no-op reruns and targeted reruns."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -109,6 +110,35 @@ def test_published_counterpart_reaches_leaderboard(finished_run: Path, tmp_path:
     markdown = (workdir / "results/leaderboard.md").read_text()
     assert "vs published top-1 (pp)" in markdown
     assert f"{row['top1_diff']:+.2f} (outside 95% CI)" in markdown
+
+
+def _job_intervals(workdir: Path) -> dict[str, list[tuple[float, float]]]:
+    """Return {rule: [(start, end) of each job]} from Snakemake's records in .snakemake/metadata."""
+    intervals: dict[str, list[tuple[float, float]]] = {}
+    for path in (workdir / ".snakemake" / "metadata").iterdir():
+        record = json.loads(path.read_text())
+        intervals.setdefault(record["rule"], []).append((record["starttime"], record["endtime"]))
+    return intervals
+
+
+def test_throughput_is_timed_alone(finished_run: Path):
+    # Two one-thread shards and a one-thread measurement fit on two cores at once, so only the
+    # host_share resource of profiles/default keeps the measurement away from the shards.
+    intervals = _job_intervals(finished_run)
+
+    assert len(intervals["measure_throughput"]) == 1
+    (start, end), = intervals["measure_throughput"]
+    for shard_start, shard_end in intervals["evaluate_shard"]:
+        assert shard_end <= start or shard_start >= end
+
+
+def test_default_profile_counts_every_host_share():
+    from imagebench.workflow import HOST_SHARES
+    from workflow_runner import REPO
+
+    profile = yaml.safe_load((REPO / "profiles" / "default" / "config.yaml").read_text())
+
+    assert profile["resources"]["host_share"] == HOST_SHARES
 
 
 def test_report_builds(finished_run: Path):

@@ -33,5 +33,7 @@ rule convert_checkpoint:
     wildcard_constraints:
         model=ib_soups.name_pattern(ib_soups.plain_model_names(config)),
     localrule: True
+    resources:
+        host_share=1,
     script:
         "../scripts/convert_checkpoint.py"

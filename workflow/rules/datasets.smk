@@ -36,5 +36,7 @@ rule build_manifest:
     wildcard_constraints:
         dataset=ib_soups.name_pattern(ib_soups.plain_dataset_names(config)),
     localrule: True
+    resources:
+        host_share=1,
     script:
         "../scripts/build_manifest.py"

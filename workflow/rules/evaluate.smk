@@ -20,6 +20,7 @@ rule evaluate_shard:
         evaluation=config["evaluation"],
     threads: config["evaluation"]["threads"]
     resources:
+        host_share=1,
         gpu=ib.evaluation_gpus(config),
     script:
         "../scripts/evaluate_shard.py"

@@ -209,6 +209,8 @@ rule finetune_ingredient:
     threads: config["evaluation"]["threads"]
     wildcard_constraints:
         member=ib_soups.name_pattern(ib_soups.members_of_kind(SOUPS, "finetune")),
+    resources:
+        host_share=1,
     script:
         "../scripts/finetune_ingredient.py"
 
@@ -244,6 +246,8 @@ rule soup_convert_ingredient:
     wildcard_constraints:
         member=ib_soups.name_pattern(ib_soups.members_of_kind(SOUPS, "weights")),
     localrule: True
+    resources:
+        host_share=1,
     script:
         "../scripts/soup_convert_ingredient.py"
 
@@ -266,6 +270,8 @@ rule soup_score_ingredient:
     wildcard_constraints:
         soup=ib_soups.name_pattern(list(SOUPS)),
         ingredient=r"[A-Za-z0-9][A-Za-z0-9_-]*",
+    resources:
+        host_share=1,
     script:
         "../scripts/soup_score_ingredient.py"
 
@@ -286,6 +292,8 @@ rule soup_uniform:
     threads: config["evaluation"]["threads"]
     wildcard_constraints:
         soup=ib_soups.name_pattern([name for name, soup in SOUPS.items() if "uniform" in soup.recipes]),
+    resources:
+        host_share=1,
     script:
         "../scripts/soup_uniform.py"
 
@@ -309,6 +317,8 @@ rule soup_greedy:
     threads: config["evaluation"]["threads"]
     wildcard_constraints:
         soup=ib_soups.name_pattern([name for name, soup in SOUPS.items() if "greedy" in soup.recipes]),
+    resources:
+        host_share=1,
     script:
         "../scripts/soup_greedy.py"
 

@@ -26,9 +26,11 @@ rule measure_throughput:
         architecture=lambda wildcards: get_model(wildcards)["architecture"],
         pretrained_cfg=lambda wildcards: get_model(wildcards).get("pretrained_cfg"),
         preprocessing=lambda wildcards: get_model(wildcards).get("preprocessing", {}),
-    # The job reserves the cores its setting uses, and a GPU for a CUDA setting.
+    # The job reserves the cores its setting uses, a GPU for a CUDA setting, and every
+    # host_share, so that no evaluation or training job runs on the machine while it is timed.
     threads: lambda wildcards: THROUGHPUT_SETTINGS[wildcards.setting]["threads"]
     resources:
+        host_share=ib.HOST_SHARES,
         gpu=lambda wildcards: ib_throughput.setting_gpus(THROUGHPUT_SETTINGS[wildcards.setting]),
     script:
         "../scripts/measure_throughput.py"
