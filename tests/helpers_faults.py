@@ -55,6 +55,8 @@ _MEASURED_COLUMN = re.compile(
 )
 # Figures drawn from those measurements.
 _MEASURED_FIGURES = frozenset({"accuracy_vs_throughput.png"})
+# Headers of the Markdown leaderboard's columns that show those measurements.
+_MEASURED_MARKDOWN_HEADER = re.compile(r"images/s")
 
 # Results shared by every fault-test module of one session.
 _SESSION_CACHE: dict[str, Any] = {}
@@ -306,8 +308,27 @@ def outputs_differing_from(workdir: Path, reference: Path) -> list[str]:
     return differing
 
 
+def markdown_without_measured(text: str) -> str:
+    """Return a Markdown leaderboard without its measured columns (images/s), which differ between runs."""
+    lines = text.splitlines()
+    header = next((line for line in lines if line.startswith("|")), None)
+    if header is None:
+        return text
+    cells = header.split("|")
+    measured = {index for index, cell in enumerate(cells) if _MEASURED_MARKDOWN_HEADER.search(cell)}
+    kept = [
+        "|".join(cell for index, cell in enumerate(line.split("|")) if index not in measured)
+        if line.startswith("|") else line
+        for line in lines
+    ]
+    return "\n".join(kept)
+
+
 def _differing_columns(path: Path, reference: Path) -> list[str] | None:
     """Return the unmeasured columns whose values differ, or None when the files are not comparable tables."""
+    if path.suffix == ".md":
+        same = markdown_without_measured(path.read_text()) == markdown_without_measured(reference.read_text())
+        return [] if same else None
     readers = {".parquet": pl.read_parquet, ".csv": pl.read_csv}
     read = readers.get(path.suffix)
     if read is None:
