@@ -102,7 +102,9 @@ def _describe(error: jsonschema.ValidationError) -> str:
     if error.validator in {"minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"}:
         return f"- {field}: {value!r} is out of range ({error.validator} is {error.validator_value})"
     if error.validator == "pattern":
-        return f"- {field}: {value!r} does not match the pattern {error.validator_value!r}"
+        # A schema field may name its allowed values in words (x-allowed), which reads better than the pattern.
+        allowed = f"; use {error.schema['x-allowed']}" if "x-allowed" in error.schema else ""
+        return f"- {field}: {value!r} does not match the pattern {error.validator_value!r}{allowed}"
     if error.validator == "type":
         return f"- {field}: {value!r} has the wrong type; expected {error.validator_value}"
     return f"- {field}: {error.message}"

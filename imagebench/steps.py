@@ -129,16 +129,22 @@ def build_manifest(snakemake: Any) -> None:
     from imagebench.datasets.manifest import build_manifest as build
     from imagebench.datasets.manifest import class_mask_for, write_manifest
 
+    from imagebench.errors import DatasetError
+
     params = snakemake.params
-    frame = build(
-        root=Path(params.root),
-        layout=params.layout,
-        num_shards=params.shards,
-        label_file=_optional_path(params.label_file),
-        class_map_file=_optional_path(params.class_map_file),
-        real_labels_file=_optional_path(params.real_labels_file),
-        expect=params.expect,
-    )
+    try:
+        frame = build(
+            root=Path(params.root),
+            layout=params.layout,
+            num_shards=params.shards,
+            label_file=_optional_path(params.label_file),
+            class_map_file=_optional_path(params.class_map_file),
+            real_labels_file=_optional_path(params.real_labels_file),
+            expect=params.expect,
+        )
+    except DatasetError as error:
+        # The messages name the folder; a config with several datasets also needs the dataset's name.
+        raise DatasetError(f"dataset {snakemake.wildcards.dataset!r}: {error}") from error
     write_manifest(
         frame,
         Path(snakemake.output.manifest),

@@ -133,7 +133,7 @@ BAD_CONFIGS = [
     BadConfig(
         "unknown_device",
         _set("evaluation", "device", value="tpu"),
-        ("evaluation.device", "'tpu'", "auto|cpu|cuda"),
+        ("evaluation.device", "'tpu'", "auto|cpu|cuda", "use auto, cpu, cuda or cuda:N"),
     ),
     BadConfig(
         "negative_workers",

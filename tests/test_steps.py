@@ -64,3 +64,21 @@ def test_settings_ignore_unknown_keys():
 
     assert settings.dpi == 72
     assert settings.width == FigureSettings().width
+
+
+def test_manifest_error_names_dataset(tmp_path):
+    from imagebench.errors import DatasetError
+    from imagebench.steps import build_manifest
+
+    params = SimpleNamespace(
+        root=str(tmp_path), layout="synset-files", shards=1, label_file=None, class_map_file=None,
+        real_labels_file=None, expect=None, class_subset=False,
+    )
+    snakemake = SimpleNamespace(
+        log=[], params=params, wildcards=SimpleNamespace(dataset="empty"),
+        output=SimpleNamespace(manifest=str(tmp_path / "manifest.parquet")),
+    )
+
+    with pytest.raises(DatasetError, match=r"^dataset 'empty': no images .* found in "):
+        build_manifest(snakemake)
+    assert not (tmp_path / "manifest.parquet").exists()
