@@ -194,7 +194,8 @@ def aggregate(snakemake: Any) -> None:
     from imagebench.throughput import summarize_throughput
 
     params = snakemake.params
-    # Checked before the predictions are read, so that a misspelt published_as fails at once.
+    # The workflow checks these names while it parses the config. Checking again here covers a
+    # published table edited since, before any prediction is read.
     published = read_published(snakemake.input.published)
     published_models, published_datasets = dict(params.published_models), dict(params.published_datasets)
     check_published_names(mapping=published_models, datasets=published_datasets, published=published)

@@ -316,12 +316,12 @@ def markdown_without_measured(text: str) -> str:
         return text
     cells = header.split("|")
     measured = {index for index, cell in enumerate(cells) if _MEASURED_MARKDOWN_HEADER.search(cell)}
-    kept = [
+    unmeasured_lines = [
         "|".join(cell for index, cell in enumerate(line.split("|")) if index not in measured)
         if line.startswith("|") else line
         for line in lines
     ]
-    return "\n".join(kept)
+    return "\n".join(unmeasured_lines)
 
 
 def _differing_columns(path: Path, reference: Path) -> list[str] | None:

@@ -205,7 +205,7 @@ def test_class_count_mismatch_is_reported(soup_ingredient):
         adapt_openai_clip(soup_ingredient, ten_classes)
 
 
-def test_soup_head_on_a_plain_timm_model_is_reported(soup_ingredient):
+def test_soup_head_needs_matching_reference(soup_ingredient):
     with pytest.raises(CheckpointError, match=r"unexpected \['head\.classifier\.bias'"):
         adapt_openai_clip(soup_ingredient, reference_state_dict(EMBED_DIM))
 

@@ -81,9 +81,10 @@ def validate_soups(config: dict[str, Any]) -> dict[str, SoupSpec]:
     """Check the ``soups:`` section against the rest of the config and return it parsed.
 
     Raises ConfigError listing every invalid field with its value and what is allowed. It
-    runs when Snakemake parses the workflow, so it rejects these before any job runs: unknown
-    keys, ingredients of another architecture than the soup, an unknown model or dataset,
-    split fractions that overlap or leave nothing, and names that collide with configured ones.
+    runs when Snakemake parses the workflow, so these errors stop a run before any job. It
+    rejects unknown keys, ingredients of another architecture than the soup, an unknown model
+    or dataset, split fractions that overlap or leave nothing, and names that collide with
+    configured ones.
     """
     section = config.get("soups") or {}
     if not isinstance(section, dict):
