@@ -17,10 +17,12 @@ import polars as pl
 import pytest
 import scipy.io
 
+from conftest import SAMPLE
 from imagebench.datasets.classes import imagenet_synsets, synset_to_label
 from imagebench.io import sha256_file
 
-SAMPLE_DIR = Path(__file__).parents[1] / ".." / "shared" / "data" / "imagenet-sample"
+# The same folder as the conftest fixtures use, so that $IMAGEBENCH_SHARED_DATA moves both.
+SAMPLE_DIR = SAMPLE
 
 # Class indices in the sample whose decimal names sort differently as strings
 # ("101" < "11" < "20" < "3" < "300") and as numbers.
@@ -39,7 +41,7 @@ class SampleImage:
 def sample_images() -> list[SampleImage]:
     """Return every image of the shared sample, sorted by file name."""
     if not SAMPLE_DIR.is_dir():
-        pytest.skip(f"the shared ImageNet sample is not at {SAMPLE_DIR}")
+        pytest.skip(f"the shared ImageNet sample is not at {SAMPLE_DIR}; set IMAGEBENCH_SHARED_DATA")
 
     images = []
     for source in sorted(SAMPLE_DIR.iterdir()):

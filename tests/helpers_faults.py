@@ -33,10 +33,11 @@ import psutil
 import pytest
 from PIL import Image
 
+from conftest import SAMPLE
 from helpers_checkpoints import LITE0_SHA256, lite0_raw_weights
 from workflow_runner import REPO, small_config, write_config
 
-SAMPLE_DIR = Path(os.environ.get("IMAGEBENCH_SHARED_DATA", REPO.parent / "shared" / "data")) / "imagenet-sample"
+SAMPLE_DIR = SAMPLE
 SHARD_0 = "results/predictions/sample/efficientnet_lite0/shard-0-of-2.parquet"
 SHARD_1 = "results/predictions/sample/efficientnet_lite0/shard-1-of-2.parquet"
 
